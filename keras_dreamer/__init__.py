@@ -1,0 +1,53 @@
+"""keras-dreamer: DreamerV3's RSSM world model as Keras 3 layers.
+
+Set `KERAS_BACKEND` ("jax" or "tensorflow") before importing Keras or this
+package. Submodules load on first use, so `import keras_dreamer` is cheap and
+`keras_dreamer.logger` can be used without importing Keras at all.
+
+Example:
+    >>> import keras_dreamer as kd
+    >>> kd.Discrete(17)
+    Discrete(17)
+"""
+
+import importlib
+
+from keras_dreamer.spaces import Box
+from keras_dreamer.spaces import Discrete
+
+__version__ = "0.1.0"
+
+_LAZY_ATTRIBUTES = {
+    "WorldModel": "keras_dreamer.world_model",
+    "DreamerReportCallback": "keras_dreamer.callbacks",
+    "PRESETS": "keras_dreamer.presets",
+}
+_SUBMODULES = (
+    "callbacks",
+    "data",
+    "envs",
+    "layers",
+    "logger",
+    "openloop",
+    "ops",
+    "optimizers",
+    "presets",
+    "spaces",
+    "train",
+    "world_model",
+)
+
+__all__ = ["Box", "Discrete", *_LAZY_ATTRIBUTES, *_SUBMODULES]
+
+
+def __getattr__(name):
+    if name in _LAZY_ATTRIBUTES:
+        module = importlib.import_module(_LAZY_ATTRIBUTES[name])
+        return getattr(module, name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_dreamer.{name}")
+    raise AttributeError(f"module 'keras_dreamer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

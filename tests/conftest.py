@@ -1,0 +1,18 @@
+"""Shared test setup: every test runs on the backend named by KERAS_BACKEND."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+def pytest_report_header(config):
+    return f"KERAS_BACKEND={os.environ['KERAS_BACKEND']}"
+
+
+@pytest.fixture
+def backend():
+    return os.environ["KERAS_BACKEND"]
