@@ -1,0 +1,125 @@
+"""The sequence-batch format and its validation.
+
+A batch is a dict of `[B, T, ...]` arrays: every observation key of the
+model's observation space (images uint8 `[B, T, H, W, C]`, vectors float32),
+`action` float32 `[B, T, A]` (one-hot for discrete actions; integer indices
+`[B, T]` are accepted too), `reward` float32 `[B, T]` and the bool flags
+`is_first`, `is_last`, `is_terminal` `[B, T]`.
+"""
+
+import numpy as np
+
+from keras_dreamer.spaces import Discrete
+
+FLAG_KEYS = ("is_first", "is_last", "is_terminal")
+RESERVED_KEYS = ("action", "reward", *FLAG_KEYS)
+
+
+def _shape(value):
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        shape = np.shape(value)
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _dtype(value):
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return np.asarray(value).dtype
+    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+
+
+def _compatible(actual, expected):
+    return len(actual) == len(expected) and all(
+        a is None or e is None or a == e for a, e in zip(actual, expected)
+    )
+
+
+def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
+    """Raises a `ValueError` naming the first problem of a batch.
+
+    Only static shapes are checked, so it is safe on traced tensors.
+
+    Args:
+        batch: the dict to check.
+        obs_spaces: dict of observation key to space.
+        act_space: the action space.
+        required: keys that must be present besides the observation keys and
+            `action` (default: `reward`, `is_first`, `is_terminal`).
+        min_length: the smallest allowed sequence length T.
+
+    Returns:
+        `(B, T)`, either of which may be None for symbolic shapes.
+    """
+    if not isinstance(batch, dict):
+        raise ValueError(
+            f"A batch must be a dict of arrays, got {type(batch).__name__}."
+        )
+    required = ("reward", "is_first", "is_terminal") if required is None else required
+    keys = [*sorted(obs_spaces), "action", *required]
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(
+            f"Batch is missing key(s) {missing}; it has {sorted(batch)} and needs "
+            f"{keys}."
+        )
+    lead = _shape(batch["is_first" if "is_first" in batch else "action"])[:2]
+    if len(lead) < 2:
+        raise ValueError(
+            f"Batch entries must be [B, T, ...]; 'is_first' has shape "
+            f"{_shape(batch['is_first'])}."
+        )
+
+    def expect(key, tail, dtype_check, dtype_name):
+        shape = _shape(batch[key])
+        expected = (*lead, *tail)
+        if not _compatible(shape, expected):
+            raise ValueError(
+                f"Batch key {key!r} has shape {shape}, expected {_fmt(expected)} "
+                f"(batch, time{', ...' if tail else ''})."
+            )
+        dtype = _dtype(batch[key])
+        if not dtype_check(dtype):
+            raise ValueError(
+                f"Batch key {key!r} has dtype {dtype}, expected {dtype_name}."
+            )
+
+    for key in sorted(obs_spaces):
+        space = obs_spaces[key]
+        if isinstance(space, Discrete):
+            expect(key, (), lambda d: np.issubdtype(d, np.integer), "an integer dtype")
+        elif space.dtype == np.uint8:
+            expect(key, space.shape, lambda d: d == np.uint8, "uint8")
+        else:
+            expect(
+                key,
+                space.shape,
+                lambda d: np.issubdtype(d, np.floating),
+                "a float dtype",
+            )
+    action_shape = _shape(batch["action"])
+    if isinstance(act_space, Discrete) and len(action_shape) == 2:
+        expect("action", (), lambda d: np.issubdtype(d, np.integer), "integer indices")
+    else:
+        expect(
+            "action",
+            (act_space.width,),
+            lambda d: np.issubdtype(d, np.floating),
+            "float32",
+        )
+    for key in required:
+        if key == "reward":
+            expect(key, (), lambda d: np.issubdtype(d, np.floating), "float32")
+        else:
+            expect(
+                key, (), lambda d: d == np.bool_ or np.issubdtype(d, np.integer), "bool"
+            )
+    if lead[1] is not None and lead[1] < min_length:
+        raise ValueError(
+            f"Batch sequences have length T={lead[1]}, need at least {min_length}."
+        )
+    return lead
+
+
+def _fmt(shape):
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

@@ -1,0 +1,26 @@
+"""Weight initialisation shared by the layers."""
+
+import keras
+
+
+def fan_in_init(scale=1.0, blocks=1):
+    """DreamerV3's `trunc_normal` fan-in initialiser.
+
+    Truncated normal in [-2, 2] standard deviations with standard deviation
+    `scale * 1.1368 * sqrt(1 / fan_in)`; Keras's truncated `VarianceScaling`
+    applies exactly that 1.1368 correction. `scale=0` gives zeros (DreamerV3's
+    `outscale=0.0` reward head).
+
+    Args:
+        scale: multiplies the standard deviation.
+        blocks: number of diagonal blocks of a `[blocks, in, out]` kernel;
+            the fan-in is that of one block.
+
+    Returns:
+        A `keras.initializers.Initializer`.
+    """
+    if scale == 0:
+        return keras.initializers.Zeros()
+    return keras.initializers.VarianceScaling(
+        scale=float(scale) ** 2 * blocks, mode="fan_in", distribution="truncated_normal"
+    )

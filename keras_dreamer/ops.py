@@ -1,0 +1,287 @@
+"""Backend-agnostic math for the world model.
+
+Everything here is written with `keras.ops`, so it runs on JAX and TensorFlow.
+The few places where the backends must differ (the XLA-safe `scan` on
+TensorFlow, collecting optimizer values into the train-step logs) are the
+only backend branches of the package, and they live in this module.
+"""
+
+import numpy as np
+from keras import backend as keras_backend
+from keras import ops
+
+_TINY = 1e-20
+
+
+def backend():
+    """The active Keras backend name ("jax" or "tensorflow")."""
+    return keras_backend.backend()
+
+
+def symlog(x):
+    """`sign(x) * log(1 + |x|)`: compresses large magnitudes, identity near 0."""
+    return ops.sign(x) * ops.log1p(ops.abs(x))
+
+
+def symexp(x):
+    """The inverse of `symlog`: `sign(x) * (exp(|x|) - 1)`."""
+    return ops.sign(x) * ops.expm1(ops.abs(x))
+
+
+# ----------------------------------------------------------------------------
+# Two-hot regression over symexp-spaced bins.
+
+
+def twohot_bins(num_bins=255, low=-20.0):
+    """DreamerV3's symmetric two-hot bins, as a float32 numpy array.
+
+    The negative half is `symexp(linspace(low, 0, (num_bins + 1) // 2))`; the
+    positive half mirrors it, so the middle bin is exactly 0 and the bins are
+    symexp-spaced in raw value space.
+
+    Args:
+        num_bins: odd number of bins (255 in DreamerV3).
+        low: symlog of the most negative bin.
+
+    Returns:
+        np.ndarray of shape `(num_bins,)`, ascending.
+    """
+    if num_bins < 3 or num_bins % 2 == 0:
+        raise ValueError(f"num_bins must be odd and >= 3, got {num_bins}.")
+    half = np.linspace(low, 0.0, (num_bins + 1) // 2, dtype=np.float64)
+    half = np.sign(half) * np.expm1(np.abs(half))
+    bins = np.concatenate([half, -half[:-1][::-1]])
+    return bins.astype(np.float32)
+
+
+def twohot_encode(x, bins):
+    """Two-hot target for values `x` on `bins`, interpolating in raw space.
+
+    Args:
+        x: float tensor of any shape.
+        bins: ascending bin values, shape `(K,)`.
+
+    Returns:
+        Float32 tensor of shape `x.shape + (K,)` whose last axis sums to 1 and
+        whose expectation over `bins` equals `x` (clipped to the bin range).
+    """
+    x = ops.cast(x, "float32")
+    bins = ops.convert_to_tensor(bins, "float32")
+    num = bins.shape[0]
+    xe = ops.expand_dims(x, -1)
+    below = ops.sum(ops.cast(bins <= xe, "int32"), -1) - 1
+    above = num - ops.sum(ops.cast(bins > xe, "int32"), -1)
+    below = ops.clip(below, 0, num - 1)
+    above = ops.clip(above, 0, num - 1)
+    equal = ops.equal(below, above)
+    dist_below = ops.where(equal, 1.0, ops.abs(ops.take(bins, below) - x))
+    dist_above = ops.where(equal, 1.0, ops.abs(ops.take(bins, above) - x))
+    total = dist_below + dist_above
+    weight_below = dist_above / total
+    weight_above = dist_below / total
+    return ops.one_hot(below, num) * ops.expand_dims(weight_below, -1) + ops.one_hot(
+        above, num
+    ) * ops.expand_dims(weight_above, -1)
+
+
+def twohot_mean(logits, bins):
+    """Expected value of a two-hot distribution, summed symmetrically.
+
+    The middle bin plus the mirrored halves are added pairwise so that uniform
+    probabilities (zero logits, as at initialisation) give exactly 0.
+
+    Args:
+        logits: float tensor `[..., K]`.
+        bins: the bins, shape `(K,)`, symmetric around the middle one.
+
+    Returns:
+        Float32 tensor `[...]`.
+    """
+    probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    bins = ops.convert_to_tensor(bins, "float32")
+    mid = (bins.shape[0] - 1) // 2
+    weighted = probs * bins
+    lower = ops.flip(weighted[..., :mid], axis=-1)
+    upper = weighted[..., mid + 1 :]
+    return ops.sum(lower + upper, -1) + weighted[..., mid]
+
+
+def twohot_loss(logits, target, bins):
+    """Cross-entropy between `softmax(logits)` and the two-hot code of `target`."""
+    code = twohot_encode(target, bins)
+    logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return -ops.sum(ops.stop_gradient(code) * logp, -1)
+
+
+# ----------------------------------------------------------------------------
+# Categorical latents.
+
+
+def unimix_logits(logits, unimix=0.01):
+    """Log-probabilities of `(1 - unimix) * softmax(logits) + unimix / K`.
+
+    Computed in float32; the result is normalised (a valid log-probability).
+    """
+    logits = ops.cast(logits, "float32")
+    if not unimix:
+        return ops.log_softmax(logits, axis=-1)
+    probs = ops.softmax(logits, axis=-1)
+    classes = logits.shape[-1]
+    probs = (1.0 - unimix) * probs + unimix / classes
+    return ops.log(probs)
+
+
+def straight_through(onehot, logits):
+    """`onehot` in the forward pass, the gradient of `softmax(logits)` backward."""
+    probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+    return onehot + probs - ops.stop_gradient(probs)
+
+
+def sample_onehot(logits, noise):
+    """Straight-through one-hot sample of categorical `logits`.
+
+    The sample is drawn by the Gumbel-max trick from `noise`, uniform in
+    [0, 1) and drawn before any loop, so this function has no random state
+    and is safe inside `scan` on every backend.
+
+    Args:
+        logits: float tensor `[..., K]` (normalised or not).
+        noise: uniform noise of the same shape as `logits`.
+
+    Returns:
+        Float32 one-hot tensor `[..., K]` with straight-through gradients.
+    """
+    logits = ops.cast(logits, "float32")
+    noise = ops.clip(ops.cast(noise, "float32"), _TINY, 1.0 - 1e-7)
+    gumbel = -ops.log(-ops.log(noise))
+    index = ops.argmax(ops.stop_gradient(logits) + gumbel, axis=-1)
+    onehot = ops.one_hot(index, logits.shape[-1], dtype="float32")
+    return straight_through(onehot, logits)
+
+
+def mode_onehot(logits):
+    """Straight-through one-hot of the most likely class."""
+    logits = ops.cast(logits, "float32")
+    index = ops.argmax(logits, axis=-1)
+    return straight_through(
+        ops.one_hot(index, logits.shape[-1], dtype="float32"), logits
+    )
+
+
+def categorical_kl(p_logits, q_logits):
+    """`KL(p || q)` over the last axis, for (possibly unnormalised) logits."""
+    logp = ops.log_softmax(ops.cast(p_logits, "float32"), axis=-1)
+    logq = ops.log_softmax(ops.cast(q_logits, "float32"), axis=-1)
+    return ops.sum(ops.exp(logp) * (logp - logq), -1)
+
+
+def categorical_entropy(logits):
+    """Entropy over the last axis, for (possibly unnormalised) logits."""
+    logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return -ops.sum(ops.exp(logp) * logp, -1)
+
+
+def binary_logprob(logits, target):
+    """Log-likelihood of a (soft) binary `target` under Bernoulli `logits`."""
+    logits = ops.cast(logits, "float32")
+    target = ops.cast(target, "float32")
+    return target * ops.log_sigmoid(logits) + (1.0 - target) * ops.log_sigmoid(-logits)
+
+
+# ----------------------------------------------------------------------------
+# Loops.
+
+
+def scan(fn, init, xs, unroll=1):
+    """`carry, ys = scan(fn, init, xs)` over the leading axis of `xs`.
+
+    `fn(carry, x) -> (carry, y)`; `carry`, `x` and `y` may be nested structures
+    (dicts, tuples) of tensors, and `y` need not mirror `carry`.
+
+    On JAX this is `keras.ops.scan` (`jax.lax.scan`). On TensorFlow it is a
+    `tf.while_loop` with `maximum_iterations` over TensorArrays, whose
+    gradient compiles under XLA (`jit_compile=True`), unlike `keras.ops.scan`
+    there. The first step is run outside the loop to learn the structure and
+    dtypes of `y`.
+
+    Args:
+        fn: the step function.
+        init: the initial carry.
+        xs: the per-step inputs, each `[T, ...]`, T >= 1.
+        unroll: loop unrolling factor (honoured on JAX).
+
+    Returns:
+        `(final_carry, ys)` with every leaf of `ys` stacked to `[T, ...]`.
+    """
+    if backend() == "jax":
+        return ops.scan(fn, init, xs, unroll=unroll)
+    if backend() != "tensorflow":
+        raise NotImplementedError(
+            "keras_dreamer supports the jax and tensorflow backends, "
+            f"not {backend()!r}."
+        )
+    import tensorflow as tf
+
+    length = tf.nest.flatten(xs)[0].shape[0]
+    if length is None:
+        raise ValueError("scan needs a static sequence length on TensorFlow.")
+    carry, y0 = fn(init, tf.nest.map_structure(lambda x: x[0], xs))
+    arrays = tf.nest.map_structure(
+        lambda y: tf.TensorArray(y.dtype, size=length, element_shape=y.shape).write(
+            0, y
+        ),
+        y0,
+    )
+    if length == 1:
+        return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
+
+    def body(index, carry, arrays):
+        x = tf.nest.map_structure(lambda t: tf.gather(t, index), xs)
+        carry, y = fn(carry, x)
+        arrays = tf.nest.map_structure(lambda a, v: a.write(index, v), arrays, y)
+        return index + 1, carry, arrays
+
+    _, carry, arrays = tf.while_loop(
+        lambda index, *_: index < length,
+        body,
+        (tf.constant(1), carry, arrays),
+        maximum_iterations=length - 1,
+    )
+    return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
+
+
+# ----------------------------------------------------------------------------
+# Train-step plumbing.
+
+
+def add_optimizer_logs(model, step_output):
+    """Adds the optimizer's per-step values to the logs of `Model.train_step`.
+
+    The optimizer (see `keras_dreamer.optimizers.LaProp`) records values such
+    as the gradient norm in its own variables during `apply`. The JAX trainer
+    is stateless, so those values only exist in the new optimizer state that
+    `train_step` returns; on TensorFlow they are read from the variables.
+
+    Args:
+        model: the model whose `super().train_step` produced `step_output`.
+        step_output: `(logs, state)` on JAX, `logs` on TensorFlow.
+
+    Returns:
+        `step_output` with the optimizer's log values merged into the logs.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    log_variables = getattr(optimizer, "log_variables", None)
+    if not log_variables:
+        return step_output
+    if backend() == "jax":
+        logs, state = step_output
+        new_values = state[2]
+        index = {id(v): i for i, v in enumerate(optimizer.variables)}
+        logs = dict(logs)
+        for name, variable in log_variables.items():
+            logs[name] = new_values[index[id(variable)]]
+        return logs, state
+    logs = dict(step_output)
+    for name, variable in log_variables.items():
+        logs[name] = ops.convert_to_tensor(variable)
+    return logs

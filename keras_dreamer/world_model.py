@@ -1,0 +1,397 @@
+"""DreamerV3's world model as a `keras.Model` trained with `fit`."""
+
+import keras
+from keras import ops
+
+from keras_dreamer import ops as kdops
+from keras_dreamer import presets
+from keras_dreamer.batch import RESERVED_KEYS
+from keras_dreamer.batch import check_batch
+from keras_dreamer.layers.decoder import Decoder
+from keras_dreamer.layers.encoder import Encoder
+from keras_dreamer.layers.encoder import serialize_obs_space
+from keras_dreamer.layers.heads import ContinueHead
+from keras_dreamer.layers.heads import RewardHead
+from keras_dreamer.layers.rssm import RSSM
+from keras_dreamer.optimizers import LaProp
+from keras_dreamer.spaces import Discrete
+from keras_dreamer.spaces import as_act_space
+from keras_dreamer.spaces import as_obs_space
+
+_KERAS_KWARGS = ("name", "dtype", "trainable")
+
+
+class StepValues(keras.metrics.Metric):
+    """Holds the latest value of several scalars (no averaging over steps).
+
+    Keras's loss tracker reports a running mean since the epoch start; this
+    metric makes the train logs carry each step's own values instead.
+    """
+
+    def __init__(self, names, name="step_values", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.names = tuple(names)
+        self.values = [
+            self.add_variable(shape=(), initializer="zeros", name=n.replace("/", "_"))
+            for n in self.names
+        ]
+
+    def update_state(self, values):
+        for name, variable in zip(self.names, self.values):
+            variable.assign(ops.cast(values[name], variable.dtype))
+
+    def result(self):
+        return {name: variable.value for name, variable in zip(self.names, self.values)}
+
+    def reset_state(self):
+        for variable in self.values:
+            variable.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_dreamer")
+class WorldModel(keras.Model):
+    """DreamerV3's world model: encoder, RSSM, decoder, reward and continue heads.
+
+    Train it with `compile()` (LaProp by default) and `fit` on sequence
+    batches (see `keras_dreamer.batch`); `compute_loss` is overridden, so no
+    `loss=` is needed. The loss is
+
+        sum_k scale_k * mean_{B,T}(loss_k),
+
+    with `loss/<obs key>` (image: sum of squared errors over H, W, C of the
+    sigmoid output against `uint8 / 255`; vectors: symlog MSE), `loss/rew`
+    (two-hot cross-entropy), `loss/con` (Bernoulli NLL), `loss/dyn =
+    max(free_nats, KL(sg(post) || prior))` and `loss/rep = max(free_nats,
+    KL(post || sg(prior)))`. The train logs carry each step's `loss`,
+    `loss/*`, `dyn_ent`, `rep_ent`, `opt/grad_norm` and `opt/lr` (not running
+    means).
+
+    The RSSM is fed the previous action (`action[:, t-1]`; zero at the first
+    step of a batch and wherever `is_first`).
+
+    Args:
+        obs_space: dict of observation key to `kd.Box`, `kd.Discrete` or a
+            shape tuple (rank 2-3 tuples are uint8 images). The keys `reward`,
+            `is_first`, `is_last`, `is_terminal` and `action` are ignored, so
+            an environment's observation space can be passed as it is.
+        act_space: `kd.Discrete(n)`, `kd.Box(shape, low, high)` or an int.
+        preset: a name from `keras_dreamer.presets.PRESETS` ("debug",
+            "size1m", "size12m", ..., "size400m"), or None for the reference
+            defaults (size200m).
+        seed: seed of the latent-sampling noise (weights use Keras's global
+            seed, `keras.utils.set_random_seed`).
+        **kwargs: hyperparameter overrides (any key of
+            `keras_dreamer.presets.DEFAULTS`, e.g. `deter=1024`,
+            `loss_scales={"dyn": 0.5}`) and Keras's `name`, `dtype`,
+            `trainable`.
+
+    Example:
+        >>> import keras_dreamer as kd
+        >>> wm = kd.WorldModel({"image": (16, 16, 3)}, kd.Discrete(3), preset="debug",
+        ...                    mults=(2, 2))
+        >>> wm.compile()
+        >>> carry = wm.initial_carry(2)
+        >>> tuple(carry["deter"].shape)
+        (2, 8)
+    """
+
+    def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):
+        keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KWARGS if k in kwargs}
+        super().__init__(**keras_kwargs)
+        self.preset = preset
+        self.seed = seed
+        self.config = presets.resolve(preset, **kwargs)
+        self._overrides = kwargs
+        if not isinstance(obs_space, dict):
+            raise ValueError(
+                f"obs_space must be a dict of key -> space or shape, got {obs_space!r}."
+            )
+        self.obs_spaces = {
+            k: as_obs_space(v, k)
+            for k, v in obs_space.items()
+            if k not in RESERVED_KEYS
+        }
+        if not self.obs_spaces:
+            raise ValueError(f"obs_space has no observation keys: {sorted(obs_space)}.")
+        self.act_space = as_act_space(act_space)
+        c = self.config
+        kw = {"dtype": self.dtype_policy}
+        self.encoder = Encoder(
+            self.obs_spaces,
+            depth=c["depth"],
+            mults=c["mults"],
+            kernel=c["kernel"],
+            units=c["units"],
+            layers=c["mlp_layers"],
+            act=c["act"],
+            symlog=c["symlog_inputs"],
+            name="encoder",
+            **kw,
+        )
+        self.rssm = RSSM(
+            self.act_space,
+            deter=c["deter"],
+            hidden=c["hidden"],
+            stoch=c["stoch"],
+            classes=c["classes"],
+            blocks=c["blocks"],
+            dynlayers=c["dynlayers"],
+            imglayers=c["imglayers"],
+            obslayers=c["obslayers"],
+            unimix=c["unimix"],
+            absolute=c["absolute"],
+            act=c["act"],
+            unroll=c["unroll"],
+            seed=seed,
+            name="rssm",
+            **kw,
+        )
+        self.decoder = Decoder(
+            self.obs_spaces,
+            depth=c["depth"],
+            mults=c["mults"],
+            kernel=c["kernel"],
+            units=c["units"],
+            layers=c["mlp_layers"],
+            act=c["act"],
+            bspace=c["bspace"],
+            name="decoder",
+            **kw,
+        )
+        self.reward_head = RewardHead(
+            c["units"], c["head_layers"], c["bins"], c["act"], name="reward", **kw
+        )
+        self.cont_head = ContinueHead(
+            c["units"],
+            c["head_layers"],
+            c["act"],
+            horizon=c["horizon"],
+            name="cont",
+            **kw,
+        )
+        self.loss_names = tuple(
+            [f"loss/{k}" for k in sorted(self.obs_spaces)]
+            + ["loss/rew", "loss/con", "loss/dyn", "loss/rep"]
+        )
+        self.step_values = StepValues(("loss", *self.loss_names, "dyn_ent", "rep_ent"))
+        self._build_layers()
+
+    def _build_layers(self):
+        self.encoder.build()
+        self.rssm.build((None, None, self.encoder.output_width))
+        c = self.config
+        feat = c["deter"] + c["stoch"] * c["classes"]
+        self.decoder.build((None, c["deter"]), (None, c["stoch"], c["classes"]))
+        self.reward_head.build((None, feat))
+        self.cont_head.build((None, feat))
+        self.built = True
+
+    # ------------------------------------------------------------ training
+
+    def compile(self, optimizer=None, **kwargs):
+        """`keras.Model.compile` with `LaProp()` as the default optimizer."""
+        super().compile(
+            optimizer=LaProp() if optimizer is None else optimizer, **kwargs
+        )
+
+    def call(self, batch, training=False, noise=None):
+        """Posterior features and all predictions for a batch.
+
+        Args:
+            batch: a sequence batch.
+            training: unused (the model has no dropout); kept for Keras.
+            noise: optional uniform noise `[B, T, stoch, classes]` for the
+                posterior samples, for exactly reproducible outputs.
+
+        Returns:
+            dict with `deter`, `stoch`, `post` and `prior` logits, `recon`
+            (dict of decoded obs: images in [0, 1]), `reward` (two-hot logits)
+            and `cont` (logits), each `[B, T, ...]`.
+        """
+        self.check_batch(batch)
+        carry = self.initial_carry(ops.shape(batch["is_first"])[0])
+        _, feat = self.observe(carry, batch, noise=noise)
+        return self._predict(feat)
+
+    def _predict(self, feat):
+        vector = self.feat_vector(feat)
+        return {
+            "deter": feat["deter"],
+            "stoch": feat["stoch"],
+            "post": feat["logit"],
+            "prior": self.rssm.prior_logits(feat["deter"]),
+            "recon": self.decoder(feat["deter"], feat["stoch"]),
+            "reward": self.reward_head(vector),
+            "cont": self.cont_head(vector),
+        }
+
+    def loss_terms(self, batch, outputs):
+        """Per-step losses `[B, T]` by name, and the entropy metrics."""
+        terms = {}
+        for key, space in self.obs_spaces.items():
+            pred = outputs["recon"][key]
+            target = batch[key]
+            if isinstance(space, Discrete):
+                logp = ops.log_softmax(pred, -1)
+                target = ops.one_hot(ops.cast(target, "int32"), space.n)
+                terms[f"loss/{key}"] = -ops.sum(target * logp, -1)
+            else:
+                if space.dtype == "uint8":
+                    target = ops.cast(target, "float32") / 255.0
+                else:
+                    target = kdops.symlog(ops.cast(target, "float32"))
+                error = ops.square(ops.cast(pred, "float32") - target)
+                axes = tuple(range(2, len(error.shape)))
+                terms[f"loss/{key}"] = ops.sum(error, axes) if axes else error
+        terms["loss/rew"] = self.reward_head.loss(outputs["reward"], batch["reward"])
+        terms["loss/con"] = self.cont_head.loss(outputs["cont"], batch["is_terminal"])
+        kl = self.rssm.kl_losses(
+            outputs["post"], outputs["prior"], self.config["free_nats"]
+        )
+        terms["loss/dyn"], terms["loss/rep"] = kl["dyn"], kl["rep"]
+        metrics = {
+            "dyn_ent": ops.mean(kl["dyn_ent"]),
+            "rep_ent": ops.mean(kl["rep_ent"]),
+        }
+        return terms, metrics
+
+    def loss_scale(self, name):
+        """The scale of the loss term `name` (`loss/<key>`)."""
+        key = name.split("/", 1)[1]
+        scales = self.config["loss_scales"]
+        if key in scales:
+            return scales[key]
+        return scales["rec"]
+
+    def loss_metrics(self, batch, outputs=None, noise=None):
+        """The total `loss`, each `loss/*` mean and the entropies, as a dict.
+
+        Args:
+            batch: a sequence batch.
+            outputs: the model's outputs on `batch`, computed if None.
+            noise: the posterior noise when `outputs` is None (see `call`).
+
+        Returns:
+            dict of float32 scalars: `loss`, `loss/<key>` per decoded
+            observation key, `loss/rew`, `loss/con`, `loss/dyn`, `loss/rep`,
+            `dyn_ent`, `rep_ent`.
+        """
+        if outputs is None:
+            outputs = self(batch, noise=noise)
+        terms, metrics = self.loss_terms(batch, outputs)
+        means = {name: ops.mean(value) for name, value in terms.items()}
+        total = sum(self.loss_scale(name) * value for name, value in means.items())
+        return {"loss": total, **means, **metrics}
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        values = self.loss_metrics(x, y_pred)
+        self.step_values.update_state(values)
+        return values["loss"]
+
+    def train_step(self, *args, **kwargs):
+        return kdops.add_optimizer_logs(self, super().train_step(*args, **kwargs))
+
+    # ------------------------------------------------------------ public API
+
+    def check_batch(self, batch, min_length=1):
+        """Raises a `ValueError` naming what is wrong with `batch`, if anything."""
+        return check_batch(
+            batch, self.obs_spaces, self.act_space, min_length=min_length
+        )
+
+    def initial_carry(self, batch_size):
+        """The zero state `{"deter": [B, deter], "stoch": [B, stoch, classes]}`."""
+        return self.rssm.initial(batch_size)
+
+    def feat_vector(self, feat):
+        """`concat(deter, flatten(stoch))`, the features the heads read."""
+        stoch = feat["stoch"]
+        flat = ops.reshape(
+            stoch, (*ops.shape(stoch)[:-2], stoch.shape[-2] * stoch.shape[-1])
+        )
+        return ops.concatenate([feat["deter"], ops.cast(flat, feat["deter"].dtype)], -1)
+
+    def previous_actions(self, batch, carry=None):
+        """`action[:, t-1]` for every step; the first comes from `carry["action"]`
+        if the carry holds one, else zeros."""
+        action = self.rssm.prepare_action(batch["action"])
+        first = ops.zeros_like(action[:, :1])
+        if carry is not None and "action" in carry:
+            first = ops.cast(ops.expand_dims(carry["action"], 1), action.dtype)
+        return ops.concatenate([first, action[:, :-1]], 1)
+
+    def observe(self, carry, batch, noise=None):
+        """Posterior states over a batch of sequences.
+
+        Args:
+            carry: the state before the batch (`initial_carry(B)` or the
+                carry of a previous `observe`; it may hold `action`, the last
+                action taken, which then feeds the first step).
+            batch: a sequence batch.
+            noise: optional uniform noise `[B, T, stoch, classes]`.
+
+        Returns:
+            `(carry, feat)`: the final state (with the batch's last `action`)
+            and `deter`, `stoch`, `logit` (posterior), each `[B, T, ...]`.
+        """
+        tokens = self.encoder({k: batch[k] for k in self.obs_spaces})
+        prev_action = self.previous_actions(batch, carry)
+        state = {"deter": carry["deter"], "stoch": carry["stoch"]}
+        state, feat = self.rssm.observe(
+            state, tokens, prev_action, batch["is_first"], noise=noise
+        )
+        last = self.rssm.prepare_action(batch["action"])[:, -1]
+        return {**state, "action": last}, feat
+
+    def imagine(self, carry, policy, length=None, noise=None):
+        """Prior rollout from `carry` (see `RSSM.imagine`).
+
+        Args:
+            carry: the starting state.
+            policy: actions `[B, L, A]` (the action fed before each imagined
+                step) or a callable `policy(carry) -> [B, A]`.
+            length: steps to imagine (required with a callable).
+            noise: optional uniform noise `[B, L, stoch, classes]`.
+
+        Returns:
+            `(carry, feat)` with `deter`, `stoch`, `logit` (prior) and
+            `action`, each `[B, L, ...]`.
+        """
+        state = {"deter": carry["deter"], "stoch": carry["stoch"]}
+        return self.rssm.imagine(state, policy, length, noise=noise)
+
+    def decode(self, feat):
+        """Predictions from features: observations (images in [0, 1]), the
+        expected `reward` and the continue probability `cont`."""
+        vector = self.feat_vector(feat)
+        return {
+            **self.decoder(feat["deter"], feat["stoch"]),
+            "reward": self.reward_head.predict_value(self.reward_head(vector)),
+            "cont": self.cont_head.predict_value(self.cont_head(vector)),
+        }
+
+    # ------------------------------------------------------------ serialization
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "obs_space": serialize_obs_space(self.obs_spaces),
+            "act_space": self.act_space.get_config(),
+            "preset": self.preset,
+            "seed": self.seed,
+        }
+        config.update(self._overrides)
+        if "mults" in config:
+            config["mults"] = list(config["mults"])
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
