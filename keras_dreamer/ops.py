@@ -134,7 +134,7 @@ def unimix_logits(logits, unimix=0.01):
 def straight_through(onehot, logits):
     """`onehot` in the forward pass, the gradient of `softmax(logits)` backward."""
     probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-    return onehot + probs - ops.stop_gradient(probs)
+    return onehot + (probs - ops.stop_gradient(probs))
 
 
 def sample_onehot(logits, noise):
@@ -285,3 +285,54 @@ def add_optimizer_logs(model, step_output):
     for name, variable in log_variables.items():
         logs[name] = ops.convert_to_tensor(variable)
     return logs
+
+
+class FirstStepGuard:
+    """Protects a model's weights from a failure in the first step of `fit`.
+
+    On JAX, Keras detaches every variable's value while `fit` runs and
+    reattaches the trained values afterwards; if the first train step fails
+    (an error while tracing, a bad first batch), there are no trained values
+    and the model would be left without weights. This Keras callback keeps
+    references to the values from `on_train_begin` until the first batch
+    ends (JAX arrays are immutable, so nothing is copied) and `restore()`
+    puts them back. On TensorFlow it does nothing.
+    """
+
+    def __new__(cls, model):
+        import keras
+
+        class _Guard(keras.callbacks.Callback):
+            async_safe = True
+
+            def __init__(self, model):
+                super().__init__()
+                self._guarded = model
+                self._saved = None
+
+            def _variables(self):
+                model = self._guarded
+                optimizer = getattr(model, "optimizer", None)
+                return [
+                    *model.trainable_variables,
+                    *model.non_trainable_variables,
+                    *(optimizer.variables if optimizer is not None else []),
+                    *model.metrics_variables,
+                ]
+
+            def on_train_begin(self, logs=None):
+                if backend() == "jax":
+                    self._saved = [(v, v.value) for v in self._variables()]
+
+            def on_train_batch_end(self, batch, logs=None):
+                self._saved = None
+
+            def restore(self):
+                if self._saved is None:
+                    return
+                for variable, value in self._saved:
+                    if variable._value is None:  # detached by the JAX trainer
+                        variable.assign(value)
+                self._saved = None
+
+        return _Guard(model)

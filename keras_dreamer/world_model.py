@@ -194,6 +194,13 @@ class WorldModel(keras.Model):
             optimizer=LaProp() if optimizer is None else optimizer, **kwargs
         )
 
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; ours only adds
+        # a default, so recompiling from the saved config is exact.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def call(self, batch, training=False, noise=None):
         """Posterior features and all predictions for a batch.
 
@@ -289,6 +296,25 @@ class WorldModel(keras.Model):
         values = self.loss_metrics(x, y_pred)
         self.step_values.update_state(values)
         return values["loss"]
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """`keras.Model.fit`, checking the data's batch format first.
+
+        A dict of arrays, a `tf.data.Dataset` (its `element_spec`) or a data
+        source with a `batch_spec` attribute (e.g. `kd.data.Collector`) is
+        checked before anything is traced, so a malformed batch fails at once
+        with a `ValueError` that names the key.
+        """
+        spec = _data_spec(x)
+        if spec is not None:
+            self.check_batch(spec)
+        guard = kdops.FirstStepGuard(self)
+        callbacks = [*(callbacks or []), guard]
+        try:
+            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+        except BaseException:
+            guard.restore()
+            raise
 
     def train_step(self, *args, **kwargs):
         return kdops.add_optimizer_logs(self, super().train_step(*args, **kwargs))
@@ -395,3 +421,15 @@ class WorldModel(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
+
+
+def _data_spec(data):
+    """The batch dict (or its spec) of `fit`'s `x`, when it can be had cheaply."""
+    if isinstance(data, dict):
+        return data
+    spec = getattr(data, "batch_spec", None)
+    if spec is None:
+        spec = getattr(data, "element_spec", None)
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], dict):
+        spec = spec[0]
+    return spec if isinstance(spec, dict) else None
