@@ -39,7 +39,7 @@ def kind_of(value):
     """
     if isinstance(value, str):
         return "text"
-    ndim = np.ndim(value)
+    ndim = value.ndim if isinstance(value, np.generic | np.ndarray) else np.ndim(value)
     if ndim not in KINDS:
         raise ValueError(
             f"Expected a value of rank 0 to 4, got shape {np.shape(value)}"
