@@ -177,3 +177,22 @@ def test_importing_the_logger_imports_no_backend():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", ["jsonl", "scores", "tensorboard", "media", "wandb"])
+def test_a_non_writable_logdir_raises_when_the_output_is_built(tmp_path, name):
+    (tmp_path / "file").write_text("a file, not a directory")
+    with pytest.raises(OSError, match="not a writable directory"):
+        make_output(name, tmp_path / "file" / "run")
+
+
+def test_the_logger_wraps_plain_callables():
+    def my_sink(summaries):
+        pass
+
+    logger = Logger(0, [my_sink, outputs.TerminalOutput()])
+    assert [output.name for output in logger.outputs] == [
+        "CallableOutput(my_sink)",
+        "TerminalOutput",
+    ]
+    assert logger.outputs[0].fn is my_sink

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from keras_dreamer.logger.outputs.base import Output
 from keras_dreamer.logger.outputs.base import OutputWarning
 from keras_dreamer.logger.outputs.base import kind_of
+from keras_dreamer.logger.outputs.custom import CallableOutput
 
 MAX_KEY_LENGTH = 200
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
@@ -49,8 +51,9 @@ class Logger:
         step: the current step, anything `int()` accepts (an int, a counter
             object, a Keras variable); read at every `add`. The attribute
             `logger.step` may also be reassigned.
-        outputs: iterable of outputs: callables of the summaries tuple with
-            optional `flush()`/`close()` (see `keras_dreamer.logger.outputs`).
+        outputs: iterable of outputs (see `keras_dreamer.logger.outputs`); any
+            other callable of the summaries tuple, optionally with `flush()`
+            and `close()`, is wrapped in a `CallableOutput`.
         multiplier: positive int the step is multiplied by (e.g. an action
             repeat, so logged steps count frames).
         strict: raise output errors instead of reporting them.
@@ -68,13 +71,7 @@ class Logger:
     def __init__(self, step, outputs, multiplier=1, strict=False):
         if not isinstance(multiplier, numbers.Integral) or multiplier < 1:
             raise ValueError(f"multiplier must be a positive int, got {multiplier!r}")
-        self.outputs = tuple(outputs)
-        for output in self.outputs:
-            if not callable(output):
-                hint = " (build it with make_output)" if isinstance(output, str) else ""
-                raise TypeError(
-                    f"Logger outputs must be callable, got {output!r}{hint}"
-                )
+        self.outputs = tuple(_as_output(output) for output in outputs)
         self.step = step
         self.multiplier = int(multiplier)
         self.strict = bool(strict)
@@ -297,6 +294,15 @@ _RANKS = {
     "video": "4",
     "text": "str",
 }
+
+
+def _as_output(output):
+    if isinstance(output, Output):
+        return output
+    if not callable(output):
+        hint = " (build it with make_output)" if isinstance(output, str) else ""
+        raise TypeError(f"Logger outputs must be callable, got {output!r}{hint}")
+    return CallableOutput(output)
 
 
 def _name(output):

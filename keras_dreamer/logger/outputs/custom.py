@@ -37,7 +37,7 @@ class CallableOutput(AsyncOutput):
     @property
     def name(self):
         name = getattr(self.fn, "__qualname__", None) or type(self.fn).__qualname__
-        return f"CallableOutput({name})"
+        return f"CallableOutput({name.rsplit('<locals>.', 1)[-1]})"
 
     def _write(self, summaries):
         self.fn(summaries)
