@@ -9,9 +9,11 @@ A step pairs obs t with the action taken at obs t, as in DreamerV3: the
 collector adds `{**obs_t, "action": a_t}` and then steps the env with `a_t`.
 """
 
+import functools
 import json
 import os
 import re
+import threading
 import uuid
 import warnings
 
@@ -25,6 +27,17 @@ FORMAT = "keras_dreamer.replay"
 VERSION = 1
 _ID = "_id"  # per-step insertion counter, stored beside the step's keys
 _CHUNK_FILE = re.compile(r"^[0-9a-f]{8}-\d{8}-\d+\.npz$")
+
+
+def _locked(method):
+    """Run a public `Replay` method under the replay's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class CorruptReplayError(ValueError):
@@ -67,7 +80,7 @@ class Replay:
     The first `add` fixes the keys, shapes and dtypes: every obs key (e.g.
     `image` uint8 [H, W, C]), `action` float32 [A] (the action taken at this
     obs), `reward` float32, `is_first`, `is_last`, `is_terminal` bool. Keys
-    starting with `log/` are ignored.
+    starting with `log/` are ignored. The public methods are thread-safe.
 
     Args:
         capacity: the most steps held at once (all workers together).
@@ -97,6 +110,7 @@ class Replay:
         self.capacity = int(capacity)
         self.chunk_size = min(int(chunk_size), self.capacity)
         self.metadata = {}
+        self._lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
         self._spec = None
         self._streams = {}
@@ -121,6 +135,7 @@ class Replay:
         """The worker ids that have a stream, in order of their first add."""
         return list(self._streams)
 
+    @_locked
     def add(self, step, worker=0):
         """Append one env step to a worker's stream, evicting the oldest if full.
 
@@ -150,10 +165,12 @@ class Replay:
         self._size += 1
         self._episodes += bool(row["is_first"])
 
+    @_locked
     def num_sequences(self, length):
         """Number of distinct sequences of `length` steps that `sample` can draw."""
         return int(sum(self._counts(length)))
 
+    @_locked
     def sample(self, batch_size, batch_length):
         """Sample a batch of sequences, starts drawn uniformly.
 
@@ -205,6 +222,7 @@ class Replay:
             self._copy(stream, stream.start + int(offsets[b]), batch_length, rows)
         return batch
 
+    @_locked
     def stream(self, worker=0):
         """All live steps of one worker, oldest first.
 
@@ -225,6 +243,7 @@ class Replay:
         self._copy(stream, stream.start, stream.length, out)
         return out
 
+    @_locked
     def stats(self):
         """Replay metrics.
 
@@ -238,6 +257,7 @@ class Replay:
             "replay/memory_gb": self._nbytes / 1e9,
         }
 
+    @_locked
     def save(self, directory):
         """Save the replay to a directory: one compressed `.npz` per chunk.
 
@@ -298,6 +318,7 @@ class Replay:
                 os.remove(os.path.join(directory, name))
         return directory
 
+    @_locked
     def load(self, directory, strict=True):
         """Replace this replay's content with a saved one (to resume or train offline).
 
@@ -367,7 +388,9 @@ class Replay:
         fresh._token = manifest["token"]
         fresh._rng.bit_generator.state = manifest["rng"]
         fresh.metadata = manifest.get("metadata", {})
-        self.__dict__.update(fresh.__dict__)  # adopt the loaded state at once
+        state = vars(fresh)
+        del state["_lock"]
+        self.__dict__.update(state)  # adopt the loaded state at once
         return self
 
     @classmethod

@@ -18,10 +18,10 @@ from keras_dreamer.envs.base import image_box
 from keras_dreamer.spaces import Discrete
 
 GRID = 64
-BALL = 4
+BALL = 6
 TOP = 8
 PADDLE_Y = 58
-PADDLE_HEIGHT = 3
+PADDLE_HEIGHT = 4
 PIP = 4
 BALL_DX = (-3, -2, -1, 1, 2, 3)
 BALL_DY = (2, 3)
@@ -75,7 +75,7 @@ class Catch(Env):
         size=64,
         lives=3,
         max_steps=1000,
-        paddle_width=12,
+        paddle_width=14,
         paddle_speed=4,
         seed=None,
     ):
@@ -92,8 +92,6 @@ class Catch(Env):
         self.obs_space = {"image": image_box(self.size, self.size, 3)}
         self.act_space = Discrete(3)
         self._rng = np.random.default_rng(seed)
-        # Pixel edge of each grid coordinate 0..64 at this size.
-        self._edges = np.round(np.arange(GRID + 1) * self.size / GRID).astype(int)
         self._paddle = 0
         self._ball = (0, 0, 0, 0)
         self._lives_left = self.lives
@@ -164,11 +162,12 @@ class Catch(Env):
         return {"image": image}
 
     def _fill(self, image, x, y, width, height, color):
-        edges = self._edges
-        top, left = edges[y], edges[x]
-        bottom = max(top + 1, edges[y + height])
-        right = max(left + 1, edges[x + width])
-        image[top:bottom, left:right] = color
+        # Grid to pixels: positions round down, extents to the nearest pixel
+        # (at least one), so an object keeps its pixel size as it moves.
+        top, left = y * self.size // GRID, x * self.size // GRID
+        rows = max(1, (height * self.size + GRID // 2) // GRID)
+        cols = max(1, (width * self.size + GRID // 2) // GRID)
+        image[top : top + rows, left : left + cols] = color
 
 
 def _check_int(name, value, low, high):
