@@ -164,7 +164,9 @@ def test_collector_feeds_fit(backend):
     )
     model = TinyModel()
     model.compile(optimizer="adam")
-    history = model.fit(collector, steps_per_epoch=3, epochs=2, verbose=0)
+    history = model.fit(
+        collector, steps_per_epoch=3, epochs=2, shuffle=False, verbose=0
+    )
     assert (
         len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     )
@@ -190,7 +192,7 @@ def test_offline_dataset_from_saved_collector_replay(tmp_path):
     assert data.drain_metrics()["replay/size"] == len(collector.replay)
     model = TinyModel()
     model.compile(optimizer="adam")
-    model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    model.fit(data, steps_per_epoch=2, epochs=1, shuffle=False, verbose=0)
     with pytest.raises(ValueError, match="batch_length 5000 is longer"):
         OfflineDataset(tmp_path, batch_size=3, batch_length=5000)
 
@@ -239,15 +241,51 @@ def test_bad_input_errors():
         wrong_shape[0]
 
 
-def test_env_names_and_box_actions():
-    collector = Collector(
-        "default", replay=Replay(200), batch_size=2, batch_length=4, prefill=8
-    )
+def test_env_names():
+    collector = Collector("default", replay=Replay(200), batch_size=2, batch_length=4)
     assert collector[0]["image"].shape == (2, 4, 64, 64, 3)
+
+
+class Drift(kd.envs.Env):
+    """A point pushed by a 2x2 Box action; the reward is minus the effort."""
+
+    def __init__(self):
+        self.obs_space = {"image": kd.Box((8, 8, 1), 0, 255, "uint8")}
+        self.act_space = kd.Box((2, 2), -1, 1)
+        self._pos = np.zeros(2)
+        self._t = 0
+
+    def _reset(self, seed):
+        self._pos, self._t = np.full(2, 3.5), 0
+        return self._observe()
+
+    def _step(self, action):
+        self._pos = np.clip(self._pos + action.sum(0), 0, 7)
+        self._t += 1
+        return self._observe(), -float(np.abs(action).sum()), False, self._t == 10
+
+    def _observe(self):
+        image = np.zeros((8, 8, 1), np.uint8)
+        image[int(self._pos[0]), int(self._pos[1])] = 255
+        return {"image": image}
+
+
+def test_box_actions_in_batch_format():
     policy = kd.data.RandomPolicy(kd.Box((2, 2), -1, 1), seed=0)
-    actions = policy({"is_first": np.zeros(5, bool)})
-    assert (
-        actions.shape == (5, 4)
-        and actions.dtype == np.float32
-        and np.abs(actions).max() <= 1
+    assert policy({"is_first": np.zeros(5, bool)}).shape == (5, 4)
+    collector = Collector([Drift(), Drift()], replay=Replay(200), batch_length=4)
+    batch = collector[0]
+    assert batch["action"].shape == (16, 4, 4) and np.abs(batch["action"]).max() <= 1
+    # The reward on arriving at obs t+1 pays for the action taken at obs t.
+    effort = -np.abs(batch["action"][:, :-1]).sum(-1)
+    follows = ~batch["is_first"][:, 1:]
+    np.testing.assert_allclose(batch["reward"][:, 1:][follows], effort[follows], 1e-5)
+    shaped = Collector(
+        Drift(), replay=Replay(50), batch_length=4, policy=lambda o: np.zeros((1, 2, 2))
     )
+    assert shaped[0]["action"].shape == (16, 4, 4)
+    too_big = Collector(
+        Drift(), replay=Replay(50), batch_length=4, policy=lambda o: np.full((1, 4), 2)
+    )
+    with pytest.raises(ValueError, match="invalid action.*outside the bounds"):
+        too_big[0]

@@ -132,7 +132,11 @@ class Collector(ReplayDataset):
         )
         self.envs = envs
         self.train_ratio = float(train_ratio)
-        self.prefill = batch_size * batch_length if prefill is None else int(prefill)
+        if prefill is None:
+            prefill = batch_size * batch_length
+        if isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 0:
+            raise ValueError(f"prefill must be an int >= 0, got {prefill!r}.")
+        self.prefill = prefill
         if policy is None:
             policy = RandomPolicy(self.act_space, policy_seed)
         self.policy = policy
@@ -247,29 +251,31 @@ class Collector(ReplayDataset):
         self.env_steps += len(self.envs)
 
     def _actions(self, obs):
+        """The policy's actions for all envs, checked, as float32 `[N, A]`."""
         count, space = len(self.envs), self.act_space
         actions = np.asarray(self.policy(obs))
-        if space.discrete and actions.shape == (count,):
-            pass
-        elif actions.shape == (count, *space.shape) and actions.ndim > 2:
-            actions = actions.reshape(count, -1)
-        elif actions.shape != (count, space.width):
-            expected = f"({count}, {space.width})" + (
-                f" or ({count},)" if space.discrete else ""
-            )
+        flat = actions.reshape(count, -1) if actions.ndim > 2 else actions
+        valid = flat.shape == (count, space.width)
+        if not valid and not (space.discrete and actions.shape == (count,)):
+            expected = f"({count}, {space.width})"
+            if space.discrete:
+                expected += f" or ({count},)"
+            elif len(space.shape) > 1:
+                expected += f" or ({count}, {', '.join(map(str, space.shape))})"
             raise ValueError(
                 f"The policy returned actions of shape {actions.shape}; expected "
                 f"{expected} for {count} env(s) and {space}."
             )
         try:
-            return np.stack([space.encode(self._shaped(a)) for a in actions])
+            return np.stack([self._encode(action) for action in flat])
         except ValueError as err:
             raise ValueError(f"The policy returned an invalid action: {err}") from None
 
-    def _shaped(self, action):
-        if self.act_space.discrete:
-            return action
-        return np.asarray(action, np.float32).reshape(self.act_space.shape)
+    def _encode(self, action):
+        space = self.act_space
+        if not space.discrete:
+            action = np.asarray(action, np.float32).reshape(space.shape)
+        return space.encode(action)
 
     def _account(self, i, obs):
         score, length, _ = (0.0, 0, {}) if obs["is_first"] else self._episode[i]

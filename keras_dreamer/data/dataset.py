@@ -9,6 +9,7 @@ import numpy as np
 from keras_dreamer.data.replay import FLAG_KEYS
 from keras_dreamer.data.replay import REQUIRED_KEYS
 from keras_dreamer.data.replay import Replay
+from keras_dreamer.data.replay import check_size
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import space_from_config
@@ -100,12 +101,8 @@ class ReplayDataset(keras.utils.PyDataset):
                 "back. Leave use_multiprocessing=False."
             )
         super().__init__(**kwargs)
-        for name, value in (("batch_size", batch_size), ("batch_length", batch_length)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-            if value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        if batch_length > replay.capacity:
+        check_size("batch_size", batch_size)
+        if check_size("batch_length", batch_length) > replay.capacity:
             raise ValueError(
                 f"batch_length {batch_length} is longer than the replay capacity "
                 f"{replay.capacity}: the replay can never hold one sequence."

@@ -102,13 +102,10 @@ class Replay:
     """
 
     def __init__(self, capacity, chunk_size=1024, seed=None):
-        for name, value in (("capacity", capacity), ("chunk_size", chunk_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"Replay {name} must be an int >= 1, got {value!r}.")
-            if value < 1:
-                raise ValueError(f"Replay {name} must be an int >= 1, got {value!r}.")
-        self.capacity = int(capacity)
-        self.chunk_size = min(int(chunk_size), self.capacity)
+        self.capacity = check_size("Replay capacity", capacity)
+        self.chunk_size = min(
+            check_size("Replay chunk_size", chunk_size), self.capacity
+        )
         self.metadata = {}
         self._lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
@@ -124,6 +121,12 @@ class Replay:
 
     def __len__(self):
         return self._size
+
+    def __repr__(self):
+        return (
+            f"Replay(capacity={self.capacity}, size={self._size}, "
+            f"workers={len(self._streams)})"
+        )
 
     @property
     def spec(self):
@@ -188,12 +191,8 @@ class Replay:
             ValueError: if `batch_length` exceeds the capacity, or no stream
                 holds `batch_length` steps yet.
         """
-        for name, value in (("batch_size", batch_size), ("batch_length", batch_length)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-            if value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-        if batch_length > self.capacity:
+        check_size("batch_size", batch_size)
+        if check_size("batch_length", batch_length) > self.capacity:
             raise ValueError(
                 f"batch_length {batch_length} is longer than the replay capacity "
                 f"{self.capacity}: the replay can never hold one sequence."
@@ -510,6 +509,13 @@ class Replay:
                 target[done : done + n] = arrays[key][i : i + n]
             done += n
             k, i = k + 1, 0
+
+
+def check_size(name, value):
+    """`value` as an int, if it is an int >= 1; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    return int(value)
 
 
 def _worker_id(worker):

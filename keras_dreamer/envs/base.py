@@ -233,8 +233,8 @@ class Env:
         False
     """
 
-    obs_space = {}
-    act_space = None
+    obs_space = None  # set by subclasses: {key: Box or Discrete}
+    act_space = None  # set by subclasses: Discrete or Box
     _needs_reset = True
 
     def reset(self, seed=None):

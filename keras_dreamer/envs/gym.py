@@ -105,12 +105,14 @@ class Gym(Env):
         return self._observe([self._start(seed)])
 
     def _step(self, action):
-        native = self._to_native(action)
+        chosen = self._to_native(action)
         reward, frames = 0.0, []
         terminal = truncated = False
         for k in range(self.repeat):
-            if self._prev_action is not None and self._rng.random() < self.sticky:
-                native = self._prev_action
+            native = chosen
+            sticky = self.sticky and self._prev_action is not None
+            if sticky and self._rng.random() < self.sticky:
+                native = self._prev_action  # this env step keeps the last action
             self._prev_action = native
             obs, r, terminal, truncated, _ = self._env.step(native)
             reward += float(r)
