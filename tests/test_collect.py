@@ -40,6 +40,19 @@ def test_train_ratio_accounting(envs, train_ratio, per_batch):
     assert len(collector.replay) == collector.env_steps
 
 
+def test_resumed_replay_needs_no_prefill(tmp_path):
+    first = Collector(catch(), replay=Replay(500), batch_size=2, batch_length=8)
+    first[0]
+    first.replay.save(tmp_path)
+    replay = Replay.from_directory(tmp_path)
+    resumed = Collector(
+        catch(), replay=replay, batch_size=2, batch_length=8, train_ratio=16
+    )
+    resumed[0]
+    assert resumed.env_steps == 1  # 2 * 8 / 16 env steps for the batch, no prefill
+    assert len(replay) == len(first.replay) + 1
+
+
 def test_batches_follow_the_batch_format():
     collector = Collector(
         catch(), replay=Replay(500), batch_size=3, batch_length=10, seed=0

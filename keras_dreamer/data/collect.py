@@ -78,9 +78,10 @@ class Collector(ReplayDataset):
         batch_size: sequences per batch B.
         batch_length: steps per sequence T.
         train_ratio: replayed steps per env step (> 0).
-        prefill: env steps collected before the first batch; by default
-            `batch_size * batch_length`, and always at least `batch_length`
-            per env.
+        prefill: steps the replay holds before the first batch (a replay
+            loaded to resume may hold them already); by default
+            `batch_size * batch_length`. Collection goes on until some env
+            has `batch_length` steps in the replay.
         seed: int seed of the envs' first resets, the default policy and
             the default replay, or None.
         **kwargs: `keras.utils.PyDataset` options (`workers`,
@@ -226,7 +227,7 @@ class Collector(ReplayDataset):
         return super()._next_batch()
 
     def _prefill(self):
-        self.collect(self.prefill)
+        self.collect(max(0, self.prefill - len(self.replay)))
         while self.replay.num_sequences(self.batch_length) == 0:
             self._step_envs()
         self._prefilled = True
