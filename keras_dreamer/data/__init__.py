@@ -1,0 +1,29 @@
+"""Data: the replay, the online collector and the offline dataset.
+
+Example:
+    >>> import keras_dreamer as kd
+    >>> collector = kd.data.Collector("default", batch_size=2, batch_length=8,
+    ...                               replay=kd.data.Replay(1000), seed=0)
+    >>> collector[0]["is_first"].shape
+    (2, 8)
+"""
+
+from keras_dreamer.data.collect import Collector
+from keras_dreamer.data.collect import RandomPolicy
+from keras_dreamer.data.dataset import ArraySpec
+from keras_dreamer.data.dataset import OfflineDataset
+from keras_dreamer.data.dataset import ReplayDataset
+from keras_dreamer.data.dataset import batch_spec
+from keras_dreamer.data.replay import CorruptReplayError
+from keras_dreamer.data.replay import Replay
+
+__all__ = [
+    "ArraySpec",
+    "Collector",
+    "CorruptReplayError",
+    "OfflineDataset",
+    "RandomPolicy",
+    "Replay",
+    "ReplayDataset",
+    "batch_spec",
+]

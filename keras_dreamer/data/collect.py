@@ -1,0 +1,315 @@
+"""Online collection: a PyDataset that steps envs and samples the replay."""
+
+import fractions
+import math
+import time
+
+import numpy as np
+
+from keras_dreamer.data.dataset import ReplayDataset
+from keras_dreamer.data.replay import LOG_PREFIX
+from keras_dreamer.data.replay import Replay
+from keras_dreamer.envs import as_env
+from keras_dreamer.envs import make
+
+DEFAULT_CAPACITY = 100_000
+
+
+class RandomPolicy:
+    """Uniformly random actions for a batch of envs.
+
+    Args:
+        act_space: the action space (`Discrete` or `Box`).
+        seed: int seed, or None.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_dreamer.spaces import Discrete
+        >>> policy = RandomPolicy(Discrete(3), seed=0)
+        >>> policy({"is_first": np.array([True, False])}).shape
+        (2, 3)
+    """
+
+    def __init__(self, act_space, seed=None):
+        self.act_space = act_space
+        self._rng = np.random.default_rng(seed)
+
+    def __call__(self, obs):
+        """One random action per env, as float32 `[N, A]` (one-hot if discrete)."""
+        count = len(obs["is_first"])
+        if self.act_space.discrete:
+            return np.eye(self.act_space.n, dtype=np.float32)[
+                self._rng.integers(self.act_space.n, size=count)
+            ]
+        return np.stack(
+            [self.act_space.sample(self._rng).reshape(-1) for _ in range(count)]
+        ).astype(np.float32)
+
+
+class Collector(ReplayDataset):
+    """Steps envs with a policy as the train ratio requires, then samples.
+
+    A `keras.utils.PyDataset`, so `model.fit(collector, steps_per_epoch=N)`
+    trains on it on every backend. Before the first batch it prefills the
+    replay; then each batch first steps the envs `B * T / train_ratio` env
+    steps (summed over envs; fractions carry over to later batches), adds
+    them to the replay, and samples a `[B, T]` batch. So `train_ratio` is
+    replayed steps per env step, as in DreamerV3 (32 for Atari, 512 for
+    Crafter).
+
+    Each replay step pairs obs t with the action the policy chose at obs t
+    (worker i is env i). The policy is batched over envs: it gets a dict of
+    arrays `[N, ...]` (obs keys, `reward`, `is_first`, `is_last`,
+    `is_terminal`) and returns actions `[N, A]` in batch format (or `[N]`
+    indices for a discrete space). A stateful policy resets its state where
+    `is_first` is True. Assign `collector.policy` to change it later.
+
+    Episode statistics accumulate until `drain_metrics()` returns them.
+    On TensorFlow, `fit` runs the dataset in a tf.data thread, samples two
+    extra batches to infer the signature and prefetches ahead of training;
+    all state changes happen under a lock.
+
+    Args:
+        env: an env, an env name for `kd.envs.make`, or a list of either
+            (one worker per env; all must share their spaces).
+        replay: a `Replay`; by default `Replay(100_000, seed=...)`.
+        policy: callable from batched obs to batched actions; by default
+            `RandomPolicy(act_space)`.
+        batch_size: sequences per batch B.
+        batch_length: steps per sequence T.
+        train_ratio: replayed steps per env step (> 0).
+        prefill: steps the replay holds before the first batch (a replay
+            loaded to resume may hold them already); by default
+            `batch_size * batch_length`. Collection goes on until some env
+            has `batch_length` steps in the replay.
+        seed: int seed of the envs' first resets, the default policy and
+            the default replay, or None.
+        **kwargs: `keras.utils.PyDataset` options (`workers`,
+            `max_queue_size`).
+
+    Example:
+        >>> import keras_dreamer as kd
+        >>> collector = kd.data.Collector(kd.envs.make("default", size=16),
+        ...                               batch_size=2, batch_length=8, seed=0)
+        >>> batch = collector[0]
+        >>> batch["image"].shape, batch["action"].shape
+        ((2, 8, 16, 16, 3), (2, 8, 3))
+        >>> sorted(collector.drain_metrics())[:3]
+        ['env/steps', 'episode/count', 'fps/env']
+    """
+
+    def __init__(
+        self,
+        env,
+        replay=None,
+        policy=None,
+        batch_size=16,
+        batch_length=64,
+        train_ratio=32,
+        prefill=None,
+        seed=None,
+        **kwargs,
+    ):
+        envs = _build_envs(env)
+        if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)):
+            raise ValueError(f"train_ratio must be a number > 0, got {train_ratio!r}.")
+        if not 0 < train_ratio < math.inf:
+            raise ValueError(f"train_ratio must be a number > 0, got {train_ratio!r}.")
+        env_seeds, policy_seed, replay_seed = _seeds(seed, len(envs))
+        if replay is None:
+            replay = Replay(DEFAULT_CAPACITY, seed=replay_seed)
+        if replay.capacity < len(envs) * batch_length:
+            raise ValueError(
+                f"Replay capacity {replay.capacity} is smaller than one sequence per "
+                f"env ({len(envs)} envs x batch_length {batch_length}); raise it."
+            )
+        super().__init__(
+            replay,
+            envs[0].obs_space,
+            envs[0].act_space,
+            batch_size,
+            batch_length,
+            **kwargs,
+        )
+        self.envs = envs
+        self.train_ratio = float(train_ratio)
+        if prefill is None:
+            prefill = batch_size * batch_length
+        if isinstance(prefill, bool) or not isinstance(prefill, int) or prefill < 0:
+            raise ValueError(f"prefill must be an int >= 0, got {prefill!r}.")
+        self.prefill = prefill
+        if policy is None:
+            policy = RandomPolicy(self.act_space, policy_seed)
+        self.policy = policy
+        self.env_steps = 0
+        replay.metadata.update(
+            obs_space={
+                key: space.get_config() for key, space in self.obs_space.items()
+            },
+            act_space=self.act_space.get_config(),
+        )
+        self._env_seeds = env_seeds
+        self._obs = [None] * len(envs)
+        # Exact fractions, so e.g. 32/3 env steps per batch never drifts.
+        self._steps_per_batch = fractions.Fraction(batch_size * batch_length) / (
+            fractions.Fraction(train_ratio)
+        )
+        self._credit = fractions.Fraction(0)
+        self._prefilled = False
+        self._episode = [(0.0, 0, {}) for _ in envs]
+        self._finished = []
+        self._drained_steps = 0
+        self._drained_time = None
+
+    def collect(self, steps):
+        """Step every env until at least `steps` env steps were added.
+
+        Args:
+            steps: env steps to collect, summed over envs (rounded up to a
+                multiple of the number of envs).
+
+        Returns:
+            The number of env steps collected.
+        """
+        with self._lock:
+            rounds = -(-int(steps) // len(self.envs))
+            for _ in range(rounds):
+                self._step_envs()
+            return rounds * len(self.envs)
+
+    def drain_metrics(self):
+        """What was produced since the last call.
+
+        Returns:
+            A dict of floats: `episode/score` and `episode/length` (means over
+            the episodes finished since the last call; only present if one
+            finished), `episode/<log key>` (the mean of each `log/` key at the
+            end of those episodes), `episode/count`, `fps/env` (env steps per
+            second since the last call), `env/steps` (total), and the
+            replay's `replay/size`, `replay/episodes`, `replay/memory_gb`.
+            An episode's length counts its obs, including the first.
+        """
+        with self._lock:
+            now = time.perf_counter()
+            steps = self.env_steps - self._drained_steps
+            elapsed = now - (self._drained_time or now)
+            metrics = {
+                "episode/count": float(len(self._finished)),
+                "fps/env": steps / elapsed if elapsed > 0 else 0.0,
+                "env/steps": float(self.env_steps),
+            }
+            if self._finished:
+                scores, lengths, logs = zip(*self._finished)
+                metrics["episode/score"] = float(np.mean(scores))
+                metrics["episode/length"] = float(np.mean(lengths))
+                for key in logs[0]:
+                    values = [log[key] for log in logs if key in log]
+                    metrics[f"episode/{key}"] = float(np.mean(values))
+            metrics.update(super().drain_metrics())
+            self._finished = []
+            self._drained_steps = self.env_steps
+            self._drained_time = now
+            return metrics
+
+    def close(self):
+        """Close every env."""
+        for env in self.envs:
+            env.close()
+
+    def _next_batch(self):
+        if not self._prefilled:
+            self._prefill()
+        self._credit += self._steps_per_batch
+        rounds = int(self._credit // len(self.envs))
+        self._credit -= rounds * len(self.envs)
+        for _ in range(rounds):
+            self._step_envs()
+        return super()._next_batch()
+
+    def _prefill(self):
+        self.collect(max(0, self.prefill - len(self.replay)))
+        while self.replay.num_sequences(self.batch_length) == 0:
+            self._step_envs()
+        self._prefilled = True
+
+    def _step_envs(self):
+        if self._drained_time is None:
+            self._drained_time = time.perf_counter()
+        for i, env in enumerate(self.envs):
+            if self._obs[i] is None:
+                self._obs[i] = env.reset(seed=self._env_seeds[i])
+        obs = [
+            {k: v for k, v in o.items() if not k.startswith(LOG_PREFIX)}
+            for o in self._obs
+        ]
+        actions = self._actions(
+            {key: np.stack([o[key] for o in obs]) for key in obs[0]}
+        )
+        for i, env in enumerate(self.envs):
+            self.replay.add({**obs[i], "action": actions[i]}, worker=i)
+            self._account(i, self._obs[i])
+            self._obs[i] = env.step(actions[i])
+        self.env_steps += len(self.envs)
+
+    def _actions(self, obs):
+        """The policy's actions for all envs, checked, as float32 `[N, A]`."""
+        count, space = len(self.envs), self.act_space
+        actions = np.asarray(self.policy(obs))
+        flat = actions.reshape(count, -1) if actions.ndim > 2 else actions
+        valid = flat.shape == (count, space.width)
+        if not valid and not (space.discrete and actions.shape == (count,)):
+            expected = f"({count}, {space.width})"
+            if space.discrete:
+                expected += f" or ({count},)"
+            elif len(space.shape) > 1:
+                expected += f" or ({count}, {', '.join(map(str, space.shape))})"
+            raise ValueError(
+                f"The policy returned actions of shape {actions.shape}; expected "
+                f"{expected} for {count} env(s) and {space}."
+            )
+        try:
+            return np.stack([self._encode(action) for action in flat])
+        except ValueError as err:
+            raise ValueError(f"The policy returned an invalid action: {err}") from None
+
+    def _encode(self, action):
+        space = self.act_space
+        if not space.discrete:
+            action = np.asarray(action, np.float32).reshape(space.shape)
+        return space.encode(action)
+
+    def _account(self, i, obs):
+        score, length, _ = (0.0, 0, {}) if obs["is_first"] else self._episode[i]
+        logs = {
+            key: float(value)
+            for key, value in obs.items()
+            if key.startswith(LOG_PREFIX)
+        }
+        self._episode[i] = (score + float(obs["reward"]), length + 1, logs)
+        if obs["is_last"]:
+            self._finished.append(self._episode[i])
+
+
+def _build_envs(env):
+    """One checked env per worker, from an env, a name or a list of either."""
+    items = env if isinstance(env, (list, tuple)) else [env]
+    envs = [as_env(make(e) if isinstance(e, str) else e) for e in items]
+    if not envs:
+        raise ValueError("Collector needs at least one env.")
+    for i, other in enumerate(envs[1:], 1):
+        if (other.obs_space, other.act_space) != (envs[0].obs_space, envs[0].act_space):
+            raise ValueError(
+                f"Collector env {i} has spaces {other.obs_space}, {other.act_space} "
+                f"but env 0 has {envs[0].obs_space}, {envs[0].act_space}. All envs "
+                "must match."
+            )
+    return envs
+
+
+def _seeds(seed, count):
+    """Independent seeds for `count` envs, the policy and the replay."""
+    if seed is None:
+        return [None] * count, None, None
+    children = np.random.SeedSequence(seed).spawn(count + 2)
+    env_seeds = [int(child.generate_state(1)[0]) for child in children[:count]]
+    return env_seeds, children[count], children[count + 1]

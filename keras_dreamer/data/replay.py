@@ -1,0 +1,634 @@
+"""Replay: a FIFO store of env steps that samples training sequences.
+
+Each worker (one env) writes its own stream of steps. A stream lives in
+preallocated chunks of `chunk_size` steps; a sampled sequence is `T`
+consecutive steps of one stream and may cross episode boundaries (`is_first`
+marks where a new episode starts) and chunk boundaries, never workers.
+
+A step pairs obs t with the action taken at obs t, as in DreamerV3: the
+collector adds `{**obs_t, "action": a_t}` and then steps the env with `a_t`.
+"""
+
+import functools
+import json
+import os
+import re
+import threading
+import uuid
+import warnings
+
+import numpy as np
+
+REQUIRED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
+FLAG_KEYS = ("is_first", "is_last", "is_terminal")
+LOG_PREFIX = "log/"
+MANIFEST = "replay.json"
+FORMAT = "keras_dreamer.replay"
+VERSION = 1
+_ID = "_id"  # per-step insertion counter, stored beside the step's keys
+_CHUNK_FILE = re.compile(r"^[0-9a-f]{8}-\d{8}-\d+\.npz$")
+
+
+def _locked(method):
+    """Run a public `Replay` method under the replay's lock."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class CorruptReplayError(ValueError):
+    """A saved replay file could not be read; the message names the file."""
+
+
+class _Chunk:
+    """Preallocated arrays for `chunk_size` consecutive steps of one stream."""
+
+    def __init__(self, spec, size):
+        self.uid = -1
+        self.arrays = {
+            key: np.empty((size, *shape), dtype) for key, (shape, dtype) in spec.items()
+        }
+        self.arrays[_ID] = np.empty((size,), np.int64)
+
+    @property
+    def nbytes(self):
+        return sum(array.nbytes for array in self.arrays.values())
+
+
+class _Stream:
+    """The chunks of one worker: rows `[start, start + length)` are live."""
+
+    def __init__(self):
+        self.chunks = []
+        self.start = 0
+        self.length = 0
+
+
+class Replay:
+    """A replay of env steps with uniform sequence sampling.
+
+    Steps are stored as uint8/float32/bool arrays in preallocated chunks,
+    one stream of chunks per worker. When full, the oldest step is evicted
+    first (FIFO by insertion order across workers). `sample` draws sequence
+    starts uniformly from all positions that have `batch_length` steps of
+    one stream behind them, so it never reads unwritten or evicted data.
+
+    The first `add` fixes the keys, shapes and dtypes: every obs key (e.g.
+    `image` uint8 [H, W, C]), `action` float32 [A] (the action taken at this
+    obs), `reward` float32, `is_first`, `is_last`, `is_terminal` bool. Keys
+    starting with `log/` are ignored. The public methods are thread-safe.
+
+    Args:
+        capacity: the most steps held at once (all workers together).
+        chunk_size: steps per preallocated chunk (at most `capacity`) and per
+            saved file.
+        seed: int seed of the sampling, or None.
+
+    Example:
+        >>> import numpy as np
+        >>> replay = Replay(capacity=100, chunk_size=16, seed=0)
+        >>> for t in range(20):
+        ...     replay.add({"image": np.zeros((4, 4, 3), np.uint8),
+        ...                 "action": np.eye(3, dtype=np.float32)[t % 3],
+        ...                 "reward": 0.0, "is_first": t == 0,
+        ...                 "is_last": False, "is_terminal": False})
+        >>> batch = replay.sample(batch_size=2, batch_length=8)
+        >>> batch["image"].shape, batch["action"].shape, batch["is_first"].dtype
+        ((2, 8, 4, 4, 3), (2, 8, 3), dtype('bool'))
+    """
+
+    def __init__(self, capacity, chunk_size=1024, seed=None):
+        self.capacity = check_size("Replay capacity", capacity)
+        self.chunk_size = min(
+            check_size("Replay chunk_size", chunk_size), self.capacity
+        )
+        self.metadata = {}
+        self._lock = threading.RLock()
+        self._rng = np.random.default_rng(seed)
+        self._spec = None
+        self._streams = {}
+        self._free = []
+        self._nbytes = 0
+        self._size = 0
+        self._episodes = 0
+        self._next_id = 0
+        self._next_uid = 0
+        self._token = uuid.uuid4().hex[:8]
+
+    def __len__(self):
+        return self._size
+
+    def __repr__(self):
+        return (
+            f"Replay(capacity={self.capacity}, size={self._size}, "
+            f"workers={len(self._streams)})"
+        )
+
+    @property
+    def spec(self):
+        """`{key: (shape, dtype)}` of one stored step, or None before any add."""
+        return None if self._spec is None else dict(self._spec)
+
+    @property
+    def workers(self):
+        """The worker ids that have a stream, in order of their first add."""
+        return list(self._streams)
+
+    @_locked
+    def add(self, step, worker=0):
+        """Append one env step to a worker's stream, evicting the oldest if full.
+
+        Args:
+            step: dict of the obs keys, `action` (float32 vector), `reward`,
+                `is_first`, `is_last`, `is_terminal`; `log/` keys are ignored.
+            worker: int or str id of the stream (one per env).
+
+        Raises:
+            ValueError: naming the key, if a required key is missing, a key
+                is unexpected, or a value has another shape or an
+                incompatible dtype than the first step's.
+        """
+        worker = _worker_id(worker)
+        row = self._row(step)
+        if self._size >= self.capacity:
+            self._evict()
+        stream = self._streams.get(worker)
+        if stream is None:
+            stream = self._streams[worker] = _Stream()
+        chunk, index = self._slot(stream)
+        for key, value in row.items():
+            chunk.arrays[key][index] = value
+        chunk.arrays[_ID][index] = self._next_id
+        self._next_id += 1
+        stream.length += 1
+        self._size += 1
+        self._episodes += bool(row["is_first"])
+
+    @_locked
+    def num_sequences(self, length):
+        """Number of distinct sequences of `length` steps that `sample` can draw."""
+        return int(sum(self._counts(length)))
+
+    @_locked
+    def sample(self, batch_size, batch_length):
+        """Sample a batch of sequences, starts drawn uniformly.
+
+        Args:
+            batch_size: number of sequences B.
+            batch_length: steps per sequence T.
+
+        Returns:
+            A dict of numpy arrays `[B, T, ...]`: every stored key, e.g.
+            `image` uint8 [B, T, H, W, C], `action` float32 [B, T, A],
+            `reward` float32 [B, T], `is_first`/`is_last`/`is_terminal` bool
+            [B, T].
+
+        Raises:
+            ValueError: if `batch_length` exceeds the capacity, or no stream
+                holds `batch_length` steps yet.
+        """
+        check_size("batch_size", batch_size)
+        if check_size("batch_length", batch_length) > self.capacity:
+            raise ValueError(
+                f"batch_length {batch_length} is longer than the replay capacity "
+                f"{self.capacity}: the replay can never hold one sequence."
+            )
+        counts = np.asarray(self._counts(batch_length), np.int64)
+        total = int(counts.sum())
+        if total == 0:
+            longest = max((s.length for s in self._streams.values()), default=0)
+            raise ValueError(
+                f"batch_length {batch_length} is longer than the data: the "
+                f"longest worker stream holds {longest} steps (replay size "
+                f"{self._size}). Collect more steps first."
+            )
+        picks = self._rng.integers(total, size=batch_size)
+        ends = np.cumsum(counts)
+        which = np.searchsorted(ends, picks, side="right")
+        offsets = picks - (ends[which] - counts[which])
+        streams = list(self._streams.values())
+        batch = {
+            key: np.empty((batch_size, batch_length, *shape), dtype)
+            for key, (shape, dtype) in self._spec.items()
+        }
+        for b in range(batch_size):
+            stream = streams[which[b]]
+            rows = {key: array[b] for key, array in batch.items()}
+            self._copy(stream, stream.start + int(offsets[b]), batch_length, rows)
+        return batch
+
+    @_locked
+    def stream(self, worker=0):
+        """All live steps of one worker, oldest first.
+
+        Args:
+            worker: the worker id.
+
+        Returns:
+            A dict of numpy arrays `[N, ...]` (copies).
+        """
+        worker = _worker_id(worker)
+        if worker not in self._streams:
+            raise ValueError(f"Replay has no worker {worker!r}; it has {self.workers}.")
+        stream = self._streams[worker]
+        out = {
+            key: np.empty((stream.length, *shape), dtype)
+            for key, (shape, dtype) in self._spec.items()
+        }
+        self._copy(stream, stream.start, stream.length, out)
+        return out
+
+    @_locked
+    def stats(self):
+        """Replay metrics.
+
+        Returns:
+            `{"replay/size": steps held, "replay/episodes": episode starts
+            held, "replay/memory_gb": bytes of the allocated chunks / 1e9}`.
+        """
+        return {
+            "replay/size": self._size,
+            "replay/episodes": self._episodes,
+            "replay/memory_gb": self._nbytes / 1e9,
+        }
+
+    @_locked
+    def save(self, directory):
+        """Save the replay to a directory: one compressed `.npz` per chunk.
+
+        Every file is written under a temporary name and renamed when
+        complete; the `replay.json` manifest is written last, and files of
+        older saves are removed only after it. An interrupted save therefore
+        leaves the previous save readable. Chunks already saved unchanged are
+        not written again, so saving into the same directory is incremental.
+
+        Args:
+            directory: a path; created if missing. It holds one replay.
+
+        Returns:
+            The directory path.
+        """
+        os.makedirs(directory, exist_ok=True)
+        entries = []
+        for worker, stream in self._streams.items():
+            for k, chunk in enumerate(stream.chunks):
+                start = stream.start if k == 0 else 0
+                stop = min(
+                    self.chunk_size, stream.start + stream.length - k * self.chunk_size
+                )
+                if stop <= start:
+                    continue
+                name = f"{self._token}-{chunk.uid:08d}-{stop}.npz"
+                path = os.path.join(directory, name)
+                if not os.path.exists(path):
+                    arrays = {key: array[:stop] for key, array in chunk.arrays.items()}
+                    _atomic_write(path, lambda f, a=arrays: np.savez_compressed(f, **a))
+                entries.append(
+                    {"file": name, "worker": worker, "start": start, "stop": stop}
+                )
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "capacity": self.capacity,
+            "chunk_size": self.chunk_size,
+            "spec": {
+                key: {"shape": list(shape), "dtype": np.dtype(dtype).name}
+                for key, (shape, dtype) in (self._spec or {}).items()
+            },
+            "chunks": entries,
+            "next_id": self._next_id,
+            "next_uid": self._next_uid,
+            "token": self._token,
+            "rng": self._rng.bit_generator.state,
+            "metadata": self.metadata,
+        }
+        text = json.dumps(manifest, indent=1)
+        _atomic_write(
+            os.path.join(directory, MANIFEST), lambda f: f.write(text.encode())
+        )
+        keep = {entry["file"] for entry in entries}
+        for name in os.listdir(directory):
+            stale = _CHUNK_FILE.match(name) and name not in keep
+            if stale or name.endswith(".tmp"):
+                os.remove(os.path.join(directory, name))
+        return directory
+
+    @_locked
+    def load(self, directory, strict=True):
+        """Replace this replay's content with a saved one (to resume or train offline).
+
+        Restores the steps, their order, the sampling RNG state and
+        `metadata`. Nothing changes unless loading succeeds.
+
+        Args:
+            directory: a directory written by `save`.
+            strict: if True (default), an unreadable chunk file raises. If
+                False, it is skipped with a warning that names it, every
+                readable chunk is kept, and the step after the gap is marked
+                `is_first` so no sequence bridges the missing steps.
+
+        Returns:
+            This replay.
+
+        Raises:
+            CorruptReplayError: naming the file, if the manifest or (with
+                `strict`) a chunk file is missing, unreadable or malformed.
+            ValueError: if the saved steps exceed this replay's capacity or
+                their keys differ from this replay's.
+        """
+        manifest = _read_manifest(directory)
+        spec = {
+            key: (tuple(entry["shape"]), np.dtype(entry["dtype"]))
+            for key, entry in manifest["spec"].items()
+        }
+        if self._spec is not None and spec and spec != self._spec:
+            raise ValueError(
+                f"Replay in {directory} stores {_spec_text(spec)}, but this "
+                f"replay stores {_spec_text(self._spec)}."
+            )
+        total = sum(entry["stop"] - entry["start"] for entry in manifest["chunks"])
+        if total > self.capacity:
+            raise ValueError(
+                f"Replay in {directory} holds {total} steps, more than this "
+                f"replay's capacity {self.capacity}; use Replay(capacity>={total}) "
+                "or Replay.from_directory."
+            )
+        fresh = Replay(self.capacity, self.chunk_size)
+        fresh._spec = spec or self._spec
+        skipped, gaps = [], set()
+        for entry in manifest["chunks"]:
+            path = os.path.join(directory, entry["file"])
+            worker = _worker_id(entry["worker"])
+            try:
+                rows = _read_chunk(path, entry, spec)
+            except CorruptReplayError:
+                if strict:
+                    raise
+                skipped.append(path)
+                gaps.add(worker)
+                continue
+            if worker in gaps:
+                rows["is_first"][0] = True
+                gaps.discard(worker)
+            fresh._extend(worker, rows)
+        if skipped:
+            warnings.warn(
+                f"Replay.load skipped {len(skipped)} unreadable file(s): "
+                f"{', '.join(skipped)}. All readable chunks were loaded; the step "
+                "after each gap is marked is_first.",
+                stacklevel=2,
+            )
+        fresh._next_id = max(fresh._next_id, int(manifest["next_id"]))
+        fresh._next_uid = max(fresh._next_uid, int(manifest["next_uid"]))
+        fresh._token = manifest["token"]
+        fresh._rng.bit_generator.state = manifest["rng"]
+        fresh.metadata = manifest.get("metadata", {})
+        state = vars(fresh)
+        del state["_lock"]
+        self.__dict__.update(state)  # adopt the loaded state at once
+        return self
+
+    @classmethod
+    def from_directory(
+        cls, directory, capacity=None, chunk_size=1024, seed=None, strict=True
+    ):
+        """Build a replay from a saved directory.
+
+        Args:
+            directory: a directory written by `save`.
+            capacity: the new replay's capacity; by default the saved
+                capacity, or the number of saved steps if larger.
+            chunk_size: steps per chunk of the new replay.
+            seed: if given, reseeds the sampling after loading; else the
+                saved RNG state continues.
+            strict: see `load`.
+
+        Returns:
+            A `Replay`.
+
+        Example:
+            >>> replay = Replay.from_directory("replay_dir")  # doctest: +SKIP
+        """
+        manifest = _read_manifest(directory)
+        if capacity is None:
+            saved = sum(entry["stop"] - entry["start"] for entry in manifest["chunks"])
+            capacity = max(int(manifest["capacity"]), saved, 1)
+        replay = cls(capacity, chunk_size).load(directory, strict=strict)
+        if seed is not None:
+            replay._rng = np.random.default_rng(seed)
+        return replay
+
+    def _row(self, step):
+        if not isinstance(step, dict):
+            raise ValueError(
+                f"Replay.add needs a dict step, got {type(step).__name__}."
+            )
+        keys = [key for key in step if not key.startswith(LOG_PREFIX)]
+        if self._spec is None:
+            self._spec = _infer_spec(step, keys)
+        missing = [key for key in self._spec if key not in step]
+        extra = [key for key in keys if key not in self._spec]
+        if missing or extra:
+            raise ValueError(
+                f"Replay.add: step keys differ from the replay's: missing "
+                f"{missing}, unexpected {extra} (it stores {sorted(self._spec)})."
+            )
+        row = {}
+        for key, (shape, dtype) in self._spec.items():
+            value = np.asarray(step[key])
+            if value.shape != shape or not np.can_cast(value.dtype, dtype, "same_kind"):
+                raise ValueError(
+                    f"Replay.add: {key!r} has dtype {value.dtype} and shape "
+                    f"{value.shape}; the replay stores dtype {dtype} and shape {shape}."
+                )
+            row[key] = value
+        return row
+
+    def _slot(self, stream):
+        position = stream.start + stream.length
+        if position == len(stream.chunks) * self.chunk_size:
+            stream.chunks.append(self._new_chunk())
+        return stream.chunks[-1], position - (len(stream.chunks) - 1) * self.chunk_size
+
+    def _new_chunk(self):
+        if self._free:
+            chunk = self._free.pop()
+        else:
+            chunk = _Chunk(self._spec, self.chunk_size)
+            self._nbytes += chunk.nbytes
+        chunk.uid = self._next_uid
+        self._next_uid += 1
+        return chunk
+
+    def _evict(self):
+        oldest, oldest_id = None, None
+        for stream in self._streams.values():
+            if stream.length:
+                step_id = stream.chunks[0].arrays[_ID][stream.start]
+                if oldest_id is None or step_id < oldest_id:
+                    oldest, oldest_id = stream, step_id
+        self._episodes -= bool(oldest.chunks[0].arrays["is_first"][oldest.start])
+        oldest.start += 1
+        oldest.length -= 1
+        self._size -= 1
+        if oldest.start == self.chunk_size:
+            self._free.append(oldest.chunks.pop(0))
+            oldest.start = 0
+
+    def _extend(self, worker, rows):
+        stream = self._streams.get(worker)
+        if stream is None:
+            stream = self._streams[worker] = _Stream()
+        count, done = len(rows[_ID]), 0
+        while done < count:
+            chunk, index = self._slot(stream)
+            n = min(count - done, self.chunk_size - index)
+            for key, array in chunk.arrays.items():
+                array[index : index + n] = rows[key][done : done + n]
+            stream.length += n
+            done += n
+        self._size += count
+        self._episodes += int(np.count_nonzero(rows["is_first"]))
+        self._next_id = max(self._next_id, int(rows[_ID].max()) + 1)
+
+    def _counts(self, length):
+        return [max(0, stream.length - length + 1) for stream in self._streams.values()]
+
+    def _copy(self, stream, position, length, out):
+        """Copy `length` rows of `stream` from `position` into the `out` arrays."""
+        k, i = divmod(position, self.chunk_size)
+        done = 0
+        while done < length:
+            n = min(length - done, self.chunk_size - i)
+            arrays = stream.chunks[k].arrays
+            for key, target in out.items():
+                target[done : done + n] = arrays[key][i : i + n]
+            done += n
+            k, i = k + 1, 0
+
+
+def check_size(name, value):
+    """`value` as an int, if it is an int >= 1; else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    return int(value)
+
+
+def _worker_id(worker):
+    if isinstance(worker, np.integer):
+        worker = int(worker)
+    if isinstance(worker, bool) or not isinstance(worker, (int, str)):
+        raise ValueError(f"Replay worker ids must be ints or strings, got {worker!r}.")
+    return worker
+
+
+def _infer_spec(step, keys):
+    missing = [key for key in REQUIRED_KEYS if key not in step]
+    if missing:
+        raise ValueError(
+            f"Replay.add: the step has no {missing}; a step holds the obs keys "
+            f"plus {list(REQUIRED_KEYS)}."
+        )
+    spec = {}
+    for key in keys:
+        if key.startswith("_"):
+            raise ValueError(f"Replay.add: key {key!r} is reserved (leading '_').")
+        value = np.asarray(step[key])
+        dtype = value.dtype
+        if key in FLAG_KEYS:
+            dtype = np.dtype(bool)
+        elif key in ("reward", "action") or dtype.kind == "f":
+            dtype = np.dtype(np.float32)
+        if key in ("reward", *FLAG_KEYS) and value.ndim != 0:
+            raise ValueError(
+                f"Replay.add: {key!r} must be a scalar, got shape {value.shape}."
+            )
+        if key == "action" and value.ndim != 1:
+            raise ValueError(
+                f"Replay.add: 'action' must be a flat float32 vector (one-hot for "
+                f"discrete actions), got shape {value.shape}."
+            )
+        spec[key] = (value.shape, dtype)
+    return spec
+
+
+def _spec_text(spec):
+    return ", ".join(
+        f"{key} {np.dtype(d).name}{list(s)}" for key, (s, d) in spec.items()
+    )
+
+
+def _atomic_write(path, write):
+    temp = path + ".tmp"
+    try:
+        with open(temp, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
+def _read_manifest(directory):
+    path = os.path.join(directory, MANIFEST)
+    try:
+        with open(path) as file:
+            manifest = json.load(file)
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} manifest")
+        if manifest.get("version") != VERSION:
+            raise ValueError(f"version {manifest.get('version')}, expected {VERSION}")
+        for key in (
+            "capacity",
+            "spec",
+            "chunks",
+            "next_id",
+            "next_uid",
+            "token",
+            "rng",
+        ):
+            if key not in manifest:
+                raise ValueError(f"no {key!r} entry")
+        for entry in manifest["chunks"]:
+            if not {"file", "worker", "start", "stop"} <= set(entry):
+                raise ValueError(f"malformed chunk entry {entry!r}")
+    except FileNotFoundError:
+        raise CorruptReplayError(
+            f"No saved replay in {directory}: {path} is missing."
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CorruptReplayError(
+            f"Replay manifest {path} is unreadable: {err}."
+        ) from None
+    return manifest
+
+
+def _read_chunk(path, entry, spec):
+    start, stop = entry["start"], entry["stop"]
+    rows = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key, (shape, dtype) in {**spec, _ID: ((), np.dtype(np.int64))}.items():
+                if key not in data:
+                    raise ValueError(f"it has no {key!r} array")
+                array = data[key]
+                if array.shape != (stop, *shape) or array.dtype != dtype:
+                    raise ValueError(
+                        f"{key!r} has dtype {array.dtype} and shape {array.shape}, "
+                        f"expected {np.dtype(dtype).name} {(stop, *shape)}"
+                    )
+                rows[key] = array[start:stop]
+    except Exception as err:  # zip, zlib, format and OS errors alike
+        raise CorruptReplayError(
+            f"Replay file {path} is corrupt or unreadable ({type(err).__name__}: "
+            f"{err}). Restore it, or load with strict=False to keep every "
+            "readable chunk."
+        ) from None
+    return rows

@@ -1,0 +1,137 @@
+"""Crafter, Atari and Gymnasium adapters, stepped for real."""
+
+import gymnasium
+import numpy as np
+import pytest
+
+import keras_dreamer as kd
+from keras_dreamer.spaces import Box
+from keras_dreamer.spaces import Discrete
+
+
+def check_contract(obs, env):
+    keys = {key for key in obs if not key.startswith("log/")}
+    assert keys == {*env.obs_space, "reward", "is_first", "is_last", "is_terminal"}
+    for key, space in env.obs_space.items():
+        assert (obs[key].dtype, obs[key].shape) == (space.dtype, space.shape)
+    assert obs["reward"].dtype == np.float32 and obs["reward"].shape == ()
+
+
+def play(env, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = [env.reset()]
+    for _ in range(steps):
+        obs.append(env.step(env.act_space.encode(env.act_space.sample(rng))))
+        check_contract(obs[-1], env)
+    return obs
+
+
+def test_crafter_steps_with_achievement_logs():
+    env = kd.envs.make("crafter", size=32, seed=0, logs=True)
+    assert env.obs_space == {"image": Box((32, 32, 3), 0, 255, "uint8")}
+    assert env.act_space == Discrete(17)
+    obs = play(env, 30)
+    assert obs[0]["is_first"] and not any(o["is_first"] for o in obs[1:])
+    assert obs[0]["log/achievement_collect_wood"] == 0
+    assert len([key for key in obs[-1] if key.startswith("log/achievement_")]) == 22
+    assert len({o["image"].tobytes() for o in obs}) > 1
+    again = play(kd.envs.make("crafter", size=32, seed=0, logs=True), 30)
+    np.testing.assert_array_equal(obs[-1]["image"], again[-1]["image"])
+    env.close()
+
+
+def test_pong_steps_gray_and_rgb():
+    env = kd.envs.make("atari:Pong", size=32, seed=0)
+    assert env.obs_space == {"image": Box((32, 32, 1), 0, 255, "uint8")}
+    assert env.act_space == Discrete(18)
+    obs = play(env, 40)
+    again = play(kd.envs.make("atari:Pong", size=32, seed=0), 40)
+    for a, b in zip(obs, again):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    assert obs[-1]["image"].std() > 0
+    rgb = kd.envs.make("atari:Pong", size=(24, 32), gray=False, sticky=False, noops=0)
+    assert play(rgb, 5)[-1]["image"].shape == (24, 32, 3)
+    with pytest.raises(ValueError, match="Atari"):
+        rgb.step(18)
+
+
+def first_life_loss(env):
+    obs, steps = env.reset(), 0
+    lives = env._ale.lives()
+    while env._ale.lives() == lives:
+        obs = env.step(1 if steps % 2 == 0 else 3)  # fire, then move left
+        steps += 1
+    return obs
+
+
+def test_atari_life_loss_terminal_only_on_request():
+    kwargs = dict(size=16, seed=0, noops=0, sticky=False)
+    env = kd.envs.make("atari:Breakout", **kwargs)
+    obs = first_life_loss(env)
+    assert not obs["is_last"] and not obs["is_terminal"]
+    env = kd.envs.make("atari:Breakout", terminal_on_life_loss=True, **kwargs)
+    obs = first_life_loss(env)
+    assert obs["is_last"] and obs["is_terminal"]
+    lives = env._ale.lives()
+    restart = env.step(0)  # the next episode continues the same game
+    assert restart["is_first"] and env._ale.lives() == lives
+    np.testing.assert_array_equal(restart["image"], obs["image"])
+
+
+class Reach(gymnasium.Env):
+    """A tiny Gymnasium env: vector obs, Box actions, rgb_array rendering."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        self.observation_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+        self.render_mode = render_mode
+        self.pos = np.zeros(2, np.float32)
+        self.t = 0
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos = self.np_random.uniform(-0.5, 0.5, 2).astype(np.float32)
+        self.t = 0
+        return self.pos, {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + 0.1 * action, -1, 1).astype(np.float32)
+        self.t += 1
+        return self.pos, -float(np.abs(self.pos).sum()), self.t >= 6, False, {}
+
+    def render(self):
+        image = np.zeros((40, 30, 3), np.uint8)
+        row, col = ((self.pos + 1) / 2 * [39, 29]).astype(int)
+        image[row, col] = 255
+        return image
+
+
+gymnasium.register(id="KerasDreamerTest/Reach-v0", entry_point=Reach)
+
+
+def test_gym_box_actions_render_repeat_and_sticky():
+    env = kd.envs.make("gym:KerasDreamerTest/Reach-v0", size=16, repeat=2, seed=0)
+    assert env.obs_space == {"image": Box((16, 16, 3), 0, 255, "uint8")}
+    assert env.act_space == Box((2,), -1, 1)
+    obs = play(env, 3)
+    assert obs[-1]["is_last"] and obs[-1]["is_terminal"]  # 6 env steps = 3 x repeat 2
+    assert env.step([0.0, 0.0])["is_first"]
+    with pytest.raises(ValueError, match="outside the bounds"):
+        env.step([2.0, 0.0])
+    sticky = kd.envs.make(
+        "gym:KerasDreamerTest/Reach-v0", size=16, sticky=1.0, gray=True
+    )
+    sticky.reset(seed=1)
+    start = sticky._env.unwrapped.pos.copy()
+    sticky.step([1.0, 1.0])
+    sticky.step([-1.0, -1.0])  # ignored: every step keeps the previous action
+    np.testing.assert_allclose(sticky._env.unwrapped.pos, np.clip(start + 0.2, -1, 1))
+    assert sticky.obs_space["image"].shape == (16, 16, 1)
+
+
+def test_gym_env_without_images_is_refused():
+    vector_only = gymnasium.make("KerasDreamerTest/Reach-v0")  # no render_mode
+    with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+        kd.envs.Gym(vector_only)
