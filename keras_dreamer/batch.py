@@ -29,6 +29,10 @@ def _dtype(value):
     return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
 
 
+def _is_float(dtype):
+    return "float" in dtype.name
+
+
 def _compatible(actual, expected):
     return len(actual) == len(expected) and all(
         a is None or e is None or a == e for a, e in zip(actual, expected)
@@ -94,7 +98,7 @@ def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
             expect(
                 key,
                 space.shape,
-                lambda d: np.issubdtype(d, np.floating),
+                lambda d: _is_float(d),
                 "a float dtype",
             )
     action_shape = _shape(batch["action"])
@@ -104,12 +108,12 @@ def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
         expect(
             "action",
             (act_space.width,),
-            lambda d: np.issubdtype(d, np.floating),
+            lambda d: _is_float(d),
             "float32",
         )
     for key in required:
         if key == "reward":
-            expect(key, (), lambda d: np.issubdtype(d, np.floating), "float32")
+            expect(key, (), lambda d: _is_float(d), "float32")
         else:
             expect(
                 key, (), lambda d: d == np.bool_ or np.issubdtype(d, np.integer), "bool"

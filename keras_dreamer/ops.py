@@ -222,9 +222,10 @@ def scan(fn, init, xs, unroll=1):
         )
     import tensorflow as tf
 
-    length = tf.nest.flatten(xs)[0].shape[0]
-    if length is None:
-        raise ValueError("scan needs a static sequence length on TensorFlow.")
+    first = tf.nest.flatten(xs)[0]
+    # A static length where known; else dynamic (XLA still sees it as a
+    # compile-time constant, since it compiles for concrete shapes).
+    length = first.shape[0] if first.shape[0] is not None else tf.shape(first)[0]
     carry, y0 = fn(init, tf.nest.map_structure(lambda x: x[0], xs))
     arrays = tf.nest.map_structure(
         lambda y: tf.TensorArray(y.dtype, size=length, element_shape=y.shape).write(
@@ -232,7 +233,7 @@ def scan(fn, init, xs, unroll=1):
         ),
         y0,
     )
-    if length == 1:
+    if isinstance(length, int) and length == 1:
         return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
 
     def body(index, carry, arrays):

@@ -97,7 +97,9 @@ class WorldModel(keras.Model):
 
     def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KWARGS if k in kwargs}
-        super().__init__(**keras_kwargs)
+        # No input autocasting: rewards and actions stay float32 under
+        # mixed precision; the layers cast what they compute with.
+        super().__init__(autocast=False, **keras_kwargs)
         self.preset = preset
         self.seed = seed
         self.config = presets.resolve(preset, **kwargs)

@@ -71,6 +71,31 @@ class BlockLinear(keras.layers.Layer):
             y = y + ops.cast(self.bias, self.compute_dtype)
         return y
 
+    def call_grouped(self, grouped, shared):
+        """The layer applied to `concat([grouped[:, g], shared])` in each group.
+
+        Equivalent to `call` on the flattened concatenation (what the RSSM
+        core feeds its first block layer), without materialising `shared`
+        once per group: the shared part is one dense matmul.
+
+        Args:
+            grouped: `[N, blocks, a]`, a different input per group.
+            shared: `[N, s]`, the same input for every group, with
+                `a + s == input_width / blocks`.
+
+        Returns:
+            `[N, units]`.
+        """
+        width = grouped.shape[-1]
+        kernel = ops.cast(self.kernel, self.compute_dtype)
+        y = ops.einsum("ngi,gio->ngo", grouped, kernel[:, :width])
+        shared_kernel = ops.transpose(kernel[:, width:], (1, 0, 2))
+        shared_kernel = ops.reshape(shared_kernel, (shared_kernel.shape[0], self.units))
+        y = ops.reshape(y, (-1, self.units)) + ops.matmul(shared, shared_kernel)
+        if self.bias is not None:
+            y = y + ops.cast(self.bias, self.compute_dtype)
+        return y
+
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
 

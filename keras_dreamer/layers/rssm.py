@@ -195,21 +195,20 @@ class RSSM(keras.layers.Layer):
 
     def core(self, deter, stoch, action):
         """The block-GRU step: `h_t` from `h_{t-1}`, `z_{t-1}`, `a_{t-1}`."""
-        batch = ops.shape(deter)[0]
-        stoch = ops.reshape(stoch, (batch, self.stoch * self.classes))
+        groups, chunk = self.blocks, self.deter // self.blocks
+        stoch = ops.reshape(stoch, (-1, self.stoch * self.classes))
         action = action / ops.stop_gradient(ops.maximum(1.0, ops.abs(action)))
         x = ops.concatenate(
             [self.dynin[0](deter), self.dynin[1](stoch), self.dynin[2](action)], -1
         )
-        groups = self.blocks
-        x = ops.repeat(ops.expand_dims(x, 1), groups, axis=1)
-        x = ops.concatenate([ops.reshape(deter, (batch, groups, -1)), x], -1)
-        x = ops.reshape(x, (batch, -1))
-        for layer, norm in zip(self.dynhid, self.dynhidnorm):
+        # Every block sees its own chunk of deter followed by the shared x.
+        grouped = ops.reshape(deter, (-1, groups, chunk))
+        x = self.activation(self.dynhidnorm[0](self.dynhid[0].call_grouped(grouped, x)))
+        for layer, norm in zip(self.dynhid[1:], self.dynhidnorm[1:]):
             x = self.activation(norm(layer(x)))
-        x = ops.reshape(self.dyngru(x), (batch, groups, 3, self.deter // groups))
+        x = ops.reshape(self.dyngru(x), (-1, groups, 3, chunk))
         reset, cand, update = (
-            ops.reshape(x[:, :, i], (batch, self.deter)) for i in range(3)
+            ops.reshape(x[:, :, i], (-1, self.deter)) for i in range(3)
         )
         reset = ops.sigmoid(reset)
         cand = ops.tanh(reset * cand)
