@@ -252,7 +252,53 @@ def scan(fn, init, xs, unroll=1):
 
 
 # ----------------------------------------------------------------------------
-# Train-step plumbing.
+# Compiled functions and train-step plumbing.
+
+
+def compile_function(layer, fn):
+    """Compiles `fn(*args)`, a function that reads `layer`'s variables.
+
+    On JAX the function is jitted as a pure function of the variable values
+    (passed in at every call, so it always sees the current weights) and the
+    variables it updates, such as seed-generator states, are written back.
+    On TensorFlow it is a `tf.function`. Either way it is traced once per
+    input shape, like a Keras train or predict function.
+
+    Args:
+        layer: the layer or model whose variables `fn` uses.
+        fn: a function of tensors (nested structures allowed) returning a
+            nested structure of tensors.
+
+    Returns:
+        A callable with the signature of `fn`.
+    """
+    if backend() == "jax":
+        import jax
+        import keras
+
+        def pure(values, *args):
+            variables = layer.variables
+            mapping = list(zip(variables, values))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                outputs = fn(*args)
+            updated = [scope.get_current_value(v) for v in variables]
+            updated = [v.value if u is None else u for v, u in zip(variables, updated)]
+            return outputs, updated
+
+        jitted = jax.jit(pure)
+
+        def call(*args):
+            variables = layer.variables
+            outputs, updated = jitted([v.value for v in variables], *args)
+            for variable, value in zip(variables, updated):
+                if not variable.trainable:
+                    variable.assign(value)
+            return outputs
+
+        return call
+    import tensorflow as tf
+
+    return tf.function(fn, reduce_retracing=True)
 
 
 def add_optimizer_logs(model, step_output):

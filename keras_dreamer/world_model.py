@@ -1,8 +1,10 @@
 """DreamerV3's world model as a `keras.Model` trained with `fit`."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_dreamer import openloop
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
 from keras_dreamer.batch import RESERVED_KEYS
@@ -175,6 +177,7 @@ class WorldModel(keras.Model):
             [f"loss/{k}" for k in sorted(self.obs_spaces)]
             + ["loss/rew", "loss/con", "loss/dyn", "loss/rep"]
         )
+        self._report_functions = {}
         self.step_values = StepValues(("loss", *self.loss_names, "dyn_ent", "rep_ent"))
         self._build_layers()
 
@@ -305,7 +308,10 @@ class WorldModel(keras.Model):
         A dict of arrays, a `tf.data.Dataset` (its `element_spec`) or a data
         source with a `batch_spec` attribute (e.g. `kd.data.Collector`) is
         checked before anything is traced, so a malformed batch fails at once
-        with a `ValueError` that names the key.
+        with a `ValueError` that names the key. If training is interrupted
+        (an exception, KeyboardInterrupt), callbacks with a true
+        `close_on_interrupt` attribute (`DreamerReportCallback`) are closed,
+        so their pending logs are written.
         """
         spec = _data_spec(x)
         if spec is not None:
@@ -316,6 +322,11 @@ class WorldModel(keras.Model):
             return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         except BaseException:
             guard.restore()
+            # Keras skips on_train_end when fit is interrupted; let reporting
+            # callbacks write what they hold and close their outputs.
+            for callback in callbacks:
+                if getattr(callback, "close_on_interrupt", False):
+                    callback.close()
             raise
 
     def train_step(self, *args, **kwargs):
@@ -399,6 +410,72 @@ class WorldModel(keras.Model):
             "reward": self.reward_head.predict_value(self.reward_head(vector)),
             "cont": self.cont_head.predict_value(self.cont_head(vector)),
         }
+
+    # ------------------------------------------------------------ reports
+
+    def report(self, batch, max_sequences=6):
+        """Losses and open-loop video predictions on a batch (DreamerV3's report).
+
+        The losses are computed on the whole batch without training. On the
+        first `RB = min(max_sequences, B)` sequences the model observes the
+        first `T // 2` steps, then imagines the rest from the logged actions
+        with prior samples, and decodes both. Each image key gives a video
+        (see `keras_dreamer.openloop.compose`): rows truth | model | error,
+        green border while observing, red while imagining, 10 black frames
+        appended, sequences side by side, shape `(T + 10, 3H + 4, RB (W + 4),
+        C)`. The model part is compiled once per batch shape and never runs
+        inside the train step.
+
+        Args:
+            batch: a sequence batch with T >= 2 (numpy arrays or tensors).
+            max_sequences: the most sequences shown side by side.
+
+        Returns:
+            dict of numpy values: `loss`, `loss/<key>`..., `dyn_ent`,
+            `rep_ent` (float32 scalars) and `openloop/<image key>` (uint8
+            videos).
+        """
+        self.check_batch(batch, min_length=2)
+        shown = min(max_sequences, int(batch["is_first"].shape[0]))
+        key = ("report", shown)
+        if self._report_functions.get(key) is None:
+            self._report_functions[key] = kdops.compile_function(
+                self, lambda b: self._report_tensors(b, shown)
+            )
+        outputs = self._report_functions[key](dict(batch))
+        outputs = {
+            k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in outputs.items()
+        }
+        metrics = {k: v for k, v in outputs.items() if not k.startswith("frames/")}
+        observed = int(batch["is_first"].shape[1]) // 2
+        for image_key in self.encoder.image_keys:
+            truth = np.asarray(batch[image_key][:shown])
+            if truth.ndim == 4:
+                truth = truth[..., None]
+            model = outputs[f"frames/{image_key}"]
+            metrics[f"openloop/{image_key}"] = openloop.compose(truth, model, observed)
+        return metrics
+
+    def _report_tensors(self, batch, shown):
+        metrics = self.loss_metrics(batch)
+        if not self.encoder.image_keys:
+            return metrics
+        length = batch["is_first"].shape[1]
+        observed = length // 2
+        part = {k: v[:shown] for k, v in batch.items()}
+        context = {k: v[:, :observed] for k, v in part.items()}
+        carry, feat = self.observe(self.initial_carry(shown), context)
+        prev_action = self.previous_actions(part)[:, observed:]
+        _, imagined = self.imagine(carry, prev_action)
+        recon = self.decoder(feat["deter"], feat["stoch"])
+        predicted = self.decoder(imagined["deter"], imagined["stoch"])
+        for key in self.encoder.image_keys:
+            frames = ops.concatenate([recon[key], predicted[key]], 1)
+            if len(frames.shape) == 4:
+                frames = ops.expand_dims(frames, -1)
+            frames = ops.clip(ops.cast(frames, "float32") * 255.0, 0.0, 255.0)
+            metrics[f"frames/{key}"] = ops.cast(frames, "uint8")
+        return metrics
 
     # ------------------------------------------------------------ serialization
 

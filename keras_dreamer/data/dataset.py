@@ -12,6 +12,8 @@ from keras_dreamer.data.replay import Replay
 from keras_dreamer.data.replay import check_size
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete
+from keras_dreamer.spaces import as_act_space
+from keras_dreamer.spaces import as_obs_space
 from keras_dreamer.spaces import space_from_config
 
 ArraySpec = collections.namedtuple("ArraySpec", ["shape", "dtype"])
@@ -21,8 +23,9 @@ def batch_spec(obs_space, act_space, batch_size, batch_length):
     """Shapes and dtypes of one batch in the DESIGN.md batch format.
 
     Args:
-        obs_space: dict of observation key to space.
-        act_space: the action space (`Discrete` or `Box`).
+        obs_space: dict of observation key to space (or shape tuple, as
+            `kd.WorldModel` accepts).
+        act_space: the action space (`Discrete`, `Box` or an int).
         batch_size: B.
         batch_length: T.
 
@@ -38,6 +41,8 @@ def batch_spec(obs_space, act_space, batch_size, batch_length):
         ArraySpec(shape=(16, 64, 3), dtype=dtype('float32'))
     """
     bt = (batch_size, batch_length)
+    obs_space = {key: as_obs_space(space, key) for key, space in obs_space.items()}
+    act_space = as_act_space(act_space)
     spec = {
         key: ArraySpec((*bt, *space.shape), np.dtype(space.dtype))
         for key, space in obs_space.items()

@@ -1,0 +1,371 @@
+"""`DreamerReportCallback`: DreamerV3-style logging and open-loop reports for `fit`."""
+
+import math
+import os
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_dreamer.logger import FPS
+from keras_dreamer.logger import Logger
+from keras_dreamer.logger import Usage
+from keras_dreamer.logger import make_outputs
+from keras_dreamer.logger.outputs import NAMES as OUTPUT_NAMES
+
+
+class _WindowMean:
+    """Exact per-key means of per-step values over one logging window.
+
+    Non-finite values are kept (a NaN loss shows up as NaN), unlike the
+    NaN-skipping means of `keras_dreamer.logger.Agg`.
+    """
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}
+
+    def add(self, logs):
+        for key, value in logs.items():
+            if isinstance(value, (int, float, np.floating, np.integer)) or (
+                isinstance(value, np.ndarray) and value.ndim == 0
+            ):
+                self.sums[key] = self.sums.get(key, 0.0) + float(value)
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def result(self):
+        means = {key: self.sums[key] / self.counts[key] for key in self.sums}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def __bool__(self):
+        return bool(self.counts)
+
+
+class _Schedule:
+    """Due every `steps` steps and/or every `secs` seconds (either triggers)."""
+
+    def __init__(self, steps, secs, name):
+        for value, what in ((steps, name), (secs, f"{name}_secs")):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value <= 0
+            ):
+                raise ValueError(
+                    f"{what} must be a positive number or None, got {value!r}."
+                )
+        if steps is not None and int(steps) != steps:
+            raise ValueError(
+                f"{name} must be an integer number of steps, got {steps!r}."
+            )
+        self.steps = None if steps is None else int(steps)
+        self.secs = secs
+        self.last_time = time.monotonic()
+
+    @property
+    def enabled(self):
+        return self.steps is not None or self.secs is not None
+
+    def due(self, previous_step, step):
+        if self.steps is not None and step // self.steps > previous_step // self.steps:
+            return True
+        return self.secs is not None and time.monotonic() - self.last_time >= self.secs
+
+    def mark(self):
+        self.last_time = time.monotonic()
+
+
+class DreamerReportCallback(keras.callbacks.Callback):
+    """Logs training like DreamerV3 and writes scheduled open-loop reports.
+
+    Added to `fit`, it records every train step's logs and, every `log_every`
+    steps (and/or `log_every_secs` seconds), writes under the global step (the
+    optimizer's iteration count, so it continues across epochs and resumed
+    runs):
+
+    - `train/<key>`: the exact mean over the window of each per-step log
+      value (`WorldModel` logs per-step values, not Keras's running means);
+    - `fps/train`: replayed frames per second (B * T per update);
+    - `usage/*`: process CPU and memory, system memory, accelerator memory;
+    - whatever the training data source produced since the last write, via
+      its `drain_metrics()`: `episode/score`, `episode/length`, `fps/env`,
+      `env/steps`, `replay/*` (see `kd.data.Collector`).
+
+    Every `report_every` steps (and/or `report_every_secs` seconds), and once
+    when training begins (the untrained baseline), it calls
+    `model.report(batch)` on a batch from `report_data` and writes its
+    results under `report/`: the losses and `report/openloop/<image key>`,
+    the open-loop video (truth | model | error; see
+    `keras_dreamer.openloop`), which also lands in `LOGDIR/media/`.
+
+    Outputs are closed at the end of `fit`. If `fit` is interrupted
+    (KeyboardInterrupt, an exception), `WorldModel.fit` closes the callback,
+    which writes what is pending; with another model call `close()` yourself
+    (e.g. in a `finally:`). A closed callback can be used in a later `fit`.
+
+    A non-finite `loss` is logged (the window mean becomes NaN), reported
+    once with its step, and stops training when `stop_on_nan` is True.
+
+    The callback reads the model's device state only when a report is due,
+    so it costs little per batch.
+
+    Args:
+        logdir: the run directory (created if missing).
+        outputs: output names ("terminal", "jsonl", "scores", "tensorboard",
+            "wandb", "media") and/or output objects or callables (custom
+            sinks); see `keras_dreamer.logger.outputs`. Videos are always
+            saved under `LOGDIR/media/` as well.
+        log_every: write every this many train steps (None: only by time).
+        report_every: report every this many train steps (None: only by
+            time; None with no `report_every_secs`: only the first report).
+        report_data: what to report on: a batch dict, a `keras.utils.PyDataset`
+            or other indexable or iterable of batches, or a callable returning
+            a batch. Required when reports are scheduled; None disables
+            reports.
+        log_every_secs: also write when this many seconds have passed.
+        report_every_secs: also report when this many seconds have passed.
+        train_data: the training data source, if it has `drain_metrics()`
+            (episode and replay metrics) or `batch_spec` (frames per update).
+        frames_per_step: replayed frames per update (B * T) for `fps/train`;
+            taken from `train_data.batch_spec` if None (without either,
+            `fps/train` is not logged).
+        stop_on_nan: stop training at a non-finite loss.
+        usage: log `usage/*`.
+        strict: raise output errors instead of reporting them once.
+
+    Example:
+        >>> import tempfile
+        >>> callback = DreamerReportCallback(
+        ...     tempfile.mkdtemp(), outputs=("jsonl",), log_every=10, report_data=None)
+        >>> callback.log_every
+        10
+    """
+
+    close_on_interrupt = True
+
+    def __init__(
+        self,
+        logdir,
+        outputs=("terminal", "jsonl", "tensorboard"),
+        log_every=100,
+        report_every=1000,
+        report_data=None,
+        log_every_secs=None,
+        report_every_secs=None,
+        train_data=None,
+        frames_per_step=None,
+        stop_on_nan=True,
+        usage=True,
+        strict=False,
+    ):
+        super().__init__()
+        if logdir is None or not str(logdir):
+            raise ValueError("DreamerReportCallback needs a logdir.")
+        self.logdir = os.fspath(logdir)
+        self.outputs = tuple([outputs] if isinstance(outputs, str) else outputs)
+        for spec in self.outputs:
+            if isinstance(spec, str) and spec.strip().lower() not in OUTPUT_NAMES:
+                known = ", ".join(repr(name) for name in OUTPUT_NAMES)
+                raise ValueError(f"Unknown output {spec!r}; known outputs: {known}.")
+            if not isinstance(spec, str) and not callable(spec):
+                raise ValueError(
+                    f"An output is a name ({', '.join(OUTPUT_NAMES)}) or a callable, "
+                    f"got {spec!r}."
+                )
+        self.log_every = log_every
+        self.report_every = report_every
+        self._log_schedule = _Schedule(log_every, log_every_secs, "log_every")
+        self._report_schedule = _Schedule(
+            report_every, report_every_secs, "report_every"
+        )
+        if not self._log_schedule.enabled:
+            raise ValueError(
+                "Set log_every or log_every_secs: nothing would be logged."
+            )
+        self.report_data = report_data
+        self.train_data = train_data
+        self.frames_per_step = frames_per_step
+        self.stop_on_nan = stop_on_nan
+        self.usage = usage
+        self.strict = strict
+        self.logger = None
+        self.step = 0
+        self._reported_nan = False
+        self._warned_frames = False
+        self._report_source = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def on_train_begin(self, logs=None):
+        self._open()
+        model = self.model  # synchronised: read once at the start
+        self.step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        self._epoch_base = self.step
+        self._last_step = self.step
+        self._window = _WindowMean()
+        self._frames = FPS()
+        self._updates_since_write = 0
+        self._log_schedule.mark()
+        self._report_schedule.mark()
+        self._report_source = self._make_report_source(model)
+        if self._report_source is not None:
+            self._report(self._next_report_batch(model))
+            self.logger.write()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_base = self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        step = self._epoch_base + int(batch) + 1
+        previous, self.step = self.step, step
+        self._window.add(logs)
+        self._updates_since_write += step - previous
+        nonfinite = self._check_loss(logs)
+        log_due = nonfinite or self._log_schedule.due(previous, step)
+        report_due = self._report_source is not None and self._report_schedule.due(
+            previous, step
+        )
+        if log_due:
+            self._add_train_metrics()
+        if report_due:
+            self._report(self._next_report_batch(self.model))
+        if log_due or report_due:
+            self.logger.write()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
+        """Writes what is pending and closes every output (idempotent)."""
+        if self.logger is None:
+            return
+        try:
+            if self._window:
+                self._add_train_metrics()
+        finally:
+            logger, self.logger = self.logger, None
+            logger.close()
+
+    # ------------------------------------------------------------- helpers
+
+    def _open(self):
+        if self.logger is not None:
+            self.close()
+        if os.path.exists(self.logdir) and not os.path.isdir(self.logdir):
+            raise OSError(f"logdir {self.logdir!r} exists and is not a directory.")
+        try:
+            os.makedirs(self.logdir, exist_ok=True)
+        except OSError as error:
+            raise OSError(f"Cannot create logdir {self.logdir!r}: {error}") from error
+        if not os.access(self.logdir, os.W_OK | os.X_OK):
+            raise OSError(f"logdir {self.logdir!r} is not writable.")
+        self._usage = Usage() if self.usage else None
+        self.logger = Logger(
+            self.step, make_outputs(self.outputs, self.logdir), strict=self.strict
+        )
+
+    def _add_train_metrics(self):
+        metrics = {f"train/{k}": v for k, v in self._window.result().items()}
+        frames = self._frames_per_step()
+        if frames:
+            self._frames.step(frames * self._updates_since_write)
+            metrics["fps/train"] = self._frames.result()
+        elif not self._warned_frames:
+            self._warned_frames = True
+            warnings.warn(
+                "DreamerReportCallback cannot log fps/train: pass frames_per_step "
+                "(B * T) or a train_data with a batch_spec.",
+                stacklevel=2,
+            )
+        self._updates_since_write = 0
+        if self._usage is not None:
+            metrics.update(self._usage.result())
+        drain = getattr(self.train_data, "drain_metrics", None)
+        if drain is not None:
+            metrics.update(drain())
+        self.logger.step = self.step
+        self.logger.add(metrics)
+        self._log_schedule.mark()
+
+    def _frames_per_step(self):
+        if self.frames_per_step:
+            return self.frames_per_step
+        spec = getattr(self.train_data, "batch_spec", None)
+        if isinstance(spec, dict) and "is_first" in spec:
+            shape = spec["is_first"].shape
+            if len(shape) == 2 and None not in shape:
+                self.frames_per_step = int(shape[0]) * int(shape[1])
+        return self.frames_per_step
+
+    def _check_loss(self, logs):
+        loss = logs.get("loss")
+        if loss is None:
+            return False
+        try:
+            finite = math.isfinite(float(loss))
+        except (TypeError, ValueError):
+            return False
+        if finite:
+            return False
+        if not self._reported_nan:
+            self._reported_nan = True
+            action = "stopping training" if self.stop_on_nan else "training goes on"
+            warnings.warn(
+                f"DreamerReportCallback: non-finite loss {float(loss)} at step "
+                f"{self.step}; {action}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self.stop_on_nan:
+            self._model.stop_training = True
+        return True
+
+    def _make_report_source(self, model):
+        data = self.report_data
+        if data is None:
+            return None
+        if not hasattr(model, "report"):
+            raise ValueError(
+                f"report_data is set but {type(model).__name__} has no report() "
+                "method; use a kd.WorldModel or report_data=None."
+            )
+        if isinstance(data, dict):
+            return lambda: data
+        if callable(data) and not hasattr(data, "__getitem__"):
+            return data
+        if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+            state = {"index": 0}
+
+            def indexed():
+                length = len(data) or 1
+                batch = data[state["index"] % length]
+                state["index"] += 1
+                return batch
+
+            return indexed
+        if hasattr(data, "__iter__") or hasattr(data, "__next__"):
+            iterator = iter(data)
+            return lambda: next(iterator)
+        raise ValueError(
+            "report_data must be a batch dict, an indexable or iterable of batches, "
+            f"or a callable returning a batch; got {type(data).__name__}."
+        )
+
+    def _next_report_batch(self, model):
+        batch = self._report_source()
+        if isinstance(batch, tuple) and batch and isinstance(batch[0], dict):
+            batch = batch[0]
+        if not isinstance(batch, dict):
+            raise ValueError(
+                f"report_data produced a {type(batch).__name__}, expected a batch dict."
+            )
+        model.check_batch(batch, min_length=2)
+        return batch
+
+    def _report(self, batch):
+        metrics = self.model.report(batch)
+        self.logger.step = self.step
+        self.logger.add(metrics, prefix="report")
+        self._report_schedule.mark()
