@@ -133,6 +133,8 @@ class DreamerReportCallback(keras.callbacks.Callback):
         stop_on_nan: stop training at a non-finite loss.
         usage: log `usage/*`.
         strict: raise output errors instead of reporting them once.
+        report_at_start: report once when training begins (the untrained
+            baseline); a resumed run may turn it off.
 
     Example:
         >>> import tempfile
@@ -158,6 +160,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         stop_on_nan=True,
         usage=True,
         strict=False,
+        report_at_start=True,
     ):
         super().__init__()
         if logdir is None or not str(logdir):
@@ -189,6 +192,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self.stop_on_nan = stop_on_nan
         self.usage = usage
         self.strict = strict
+        self.report_at_start = report_at_start
         self.logger = None
         self.step = 0
         self._reported_nan = False
@@ -210,8 +214,10 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._report_schedule.mark()
         self._report_source = self._make_report_source(model)
         if self._report_source is not None:
-            self._report(self._next_report_batch(model))
-            self.logger.write()
+            batch = self._next_report_batch(model)  # checked before any step
+            if self.report_at_start:
+                self._report(batch)
+                self.logger.write()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_base = self.step

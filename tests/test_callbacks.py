@@ -261,7 +261,9 @@ def test_episode_metrics_from_the_train_data(tmp_path):
         (4, 2.0),
     ]
     assert all(
-        key == "step" or key.startswith("episode/") for line in scores for key in line
+        key in ("step", "episode/score", "episode/length")
+        for line in scores
+        for key in line
     )
 
 

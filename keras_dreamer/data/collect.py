@@ -217,8 +217,7 @@ class Collector(ReplayDataset):
             env.close()
 
     def _next_batch(self):
-        if not self._prefilled:
-            self._prefill()
+        self.prefill_replay()
         self._credit += self._steps_per_batch
         rounds = int(self._credit // len(self.envs))
         self._credit -= rounds * len(self.envs)
@@ -226,11 +225,20 @@ class Collector(ReplayDataset):
             self._step_envs()
         return super()._next_batch()
 
-    def _prefill(self):
-        self.collect(max(0, self.prefill - len(self.replay)))
-        while self.replay.num_sequences(self.batch_length) == 0:
-            self._step_envs()
-        self._prefilled = True
+    def prefill_replay(self):
+        """Fills the replay to `prefill` steps (and one whole sequence) now.
+
+        The first batch does this anyway; call it earlier when something
+        else samples the replay before training starts (e.g. a report).
+        Does nothing once done.
+        """
+        with self._lock:
+            if self._prefilled:
+                return
+            self.collect(max(0, self.prefill - len(self.replay)))
+            while self.replay.num_sequences(self.batch_length) == 0:
+                self._step_envs()
+            self._prefilled = True
 
     def _step_envs(self):
         if self._drained_time is None:

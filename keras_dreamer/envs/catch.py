@@ -58,6 +58,7 @@ class Catch(Env):
         max_steps: steps after which the episode is truncated.
         paddle_width: paddle width in grid cells (of 64).
         paddle_speed: paddle move per step in grid cells.
+        ball_size: ball width and height in grid cells (of 64).
         seed: int seed for the ball positions and speeds, or None.
 
     Example:
@@ -77,6 +78,7 @@ class Catch(Env):
         max_steps=1000,
         paddle_width=14,
         paddle_speed=4,
+        ball_size=BALL,
         seed=None,
     ):
         _check_int("size", size, 16, 4096)
@@ -84,11 +86,13 @@ class Catch(Env):
         _check_int("max_steps", max_steps, 1, None)
         _check_int("paddle_width", paddle_width, 1, GRID)
         _check_int("paddle_speed", paddle_speed, 0, GRID)
+        _check_int("ball_size", ball_size, 1, PADDLE_Y - TOP)
         self.size = int(size)
         self.lives = int(lives)
         self.max_steps = int(max_steps)
         self.paddle_width = int(paddle_width)
         self.paddle_speed = int(paddle_speed)
+        self.ball_size = int(ball_size)
         self.obs_space = {"image": image_box(self.size, self.size, 3)}
         self.act_space = Discrete(3)
         self._rng = np.random.default_rng(seed)
@@ -121,7 +125,7 @@ class Catch(Env):
         return self._observe(), reward, terminal, truncated
 
     def _spawn(self):
-        x = int(self._rng.integers(0, GRID - BALL + 1))
+        x = int(self._rng.integers(0, GRID - self.ball_size + 1))
         dx = BALL_DX[int(self._rng.integers(len(BALL_DX)))]
         dy = BALL_DY[int(self._rng.integers(len(BALL_DY)))]
         self._ball = (x, TOP, dx, dy)
@@ -132,14 +136,17 @@ class Catch(Env):
         x += dx
         if x < 0:
             x, dx = -x, -dx
-        elif x > GRID - BALL:
-            x, dx = 2 * (GRID - BALL) - x, -dx
+        elif x > GRID - self.ball_size:
+            x, dx = 2 * (GRID - self.ball_size) - x, -dx
         y += dy
         reward = 0.0
-        if y + BALL >= PADDLE_Y:
-            y = PADDLE_Y - BALL
+        if y + self.ball_size >= PADDLE_Y:
+            y = PADDLE_Y - self.ball_size
             self._landed = True
-            caught = x + BALL > self._paddle and x < self._paddle + self.paddle_width
+            caught = (
+                x + self.ball_size > self._paddle
+                and x < self._paddle + self.paddle_width
+            )
             reward = 1.0 if caught else -1.0
             self._lives_left -= 0 if caught else 1
         self._ball = (x, y, dx, dy)
@@ -150,7 +157,7 @@ class Catch(Env):
         for i in range(self._lives_left):
             self._fill(image, 1 + i * (PIP + 2), 1, PIP, PIP, PIP_COLOR)
         x, y = self._ball[:2]
-        self._fill(image, x, y, BALL, BALL, BALL_COLOR)
+        self._fill(image, x, y, self.ball_size, self.ball_size, BALL_COLOR)
         self._fill(
             image,
             self._paddle,

@@ -8,10 +8,12 @@ and `close()`. `make` builds one from a name, so configuration can say
 |---------------|----------------------------------------------------|--------------|
 | "terminal"    | `TerminalOutput()`                                 | no           |
 | "jsonl"       | `JSONLOutput(logdir)` -> `metrics.jsonl`           | yes          |
-| "scores"      | `JSONLOutput(logdir, "scores.jsonl", "^episode/")` | yes          |
+| "scores"      | `JSONLOutput(logdir, "scores.jsonl", SCORES_PATTERN)` | yes       |
 | "tensorboard" | `TensorBoardOutput(logdir)` -> `events.out.tfevents.*` | yes      |
 | "wandb"       | `WandBOutput(dir=logdir, name=<logdir base name>)` | no           |
 | "media"       | `MediaOutput(logdir)` -> `media/<key>_<step>.gif`  | yes          |
+
+`SCORES_PATTERN` keeps `episode/score` and `episode/length`.
 """
 
 import os
@@ -46,6 +48,10 @@ __all__ = [
 ]
 
 
+# scores.jsonl holds what DreamerV3's does: episode scores and lengths.
+SCORES_PATTERN = r"^episode/(score|length)$"
+
+
 def _needs_logdir(name, logdir):
     if logdir is None:
         raise ValueError(f"Output {name!r} writes files and needs a logdir")
@@ -56,7 +62,7 @@ _FACTORIES = {
     "terminal": lambda logdir: TerminalOutput(),
     "jsonl": lambda logdir: JSONLOutput(_needs_logdir("jsonl", logdir)),
     "scores": lambda logdir: JSONLOutput(
-        _needs_logdir("scores", logdir), "scores.jsonl", pattern="^episode/"
+        _needs_logdir("scores", logdir), "scores.jsonl", pattern=SCORES_PATTERN
     ),
     "tensorboard": lambda logdir: TensorBoardOutput(
         _needs_logdir("tensorboard", logdir)

@@ -45,6 +45,11 @@ class TensorBoardOutput(AsyncOutput):
         fps: frame rate of the video GIFs.
         pattern: optional regex (`re.search`) selecting the keys to write.
         parallel: write on a worker thread (default) or in the caller.
+        purge_step: for a run resumed from a checkpoint: the first step this
+            writer will log. A session-start event at that step makes
+            TensorBoard drop the events of earlier files at that step and
+            later (written after the checkpoint), so curves continue without
+            duplicates.
 
     Attributes:
         path: the path of the event file.
@@ -60,7 +65,7 @@ class TensorBoardOutput(AsyncOutput):
         >>> output.close()
     """
 
-    def __init__(self, logdir, fps=15, pattern=None, parallel=True):
+    def __init__(self, logdir, fps=15, pattern=None, parallel=True, purge_step=None):
         try:
             from tensorboard.compat.proto import event_pb2
             from tensorboard.compat.proto import summary_pb2
@@ -81,6 +86,11 @@ class TensorBoardOutput(AsyncOutput):
         self.path = os.path.join(logdir, name)
         self._file = open(self.path, "xb")
         self._add_event(self._event_pb2.Event(file_version="brain.Event:2"))
+        if purge_step is not None:
+            start = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
+            self._add_event(
+                self._event_pb2.Event(step=int(purge_step), session_log=start)
+            )
         self._file.flush()
 
     def _write(self, summaries):

@@ -1,0 +1,175 @@
+"""Checkpoints of a training run: atomic, resumable, never half-written.
+
+Layout under `LOGDIR/ckpt/`:
+
+```
+ckpt/0000001000/model.weights.h5   model and optimizer variables
+ckpt/0000001000/state.json         step, env steps, RNG states, extra state
+ckpt/replay/                       the replay (saved incrementally)
+```
+
+A checkpoint directory is written under a temporary name (`.tmp-*`) and
+renamed when complete, so the latest complete checkpoint is simply the
+highest-numbered directory; older ones beyond `keep` are then removed.
+"""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "model.weights.h5"
+REPLAY_DIR = "replay"
+
+
+def checkpoint_dirs(directory):
+    """Complete checkpoint directories in `directory`, oldest first."""
+    if not os.path.isdir(directory):
+        return []
+    names = [n for n in os.listdir(directory) if n.isdigit()]
+    complete = [
+        os.path.join(directory, n)
+        for n in sorted(names, key=int)
+        if os.path.exists(os.path.join(directory, n, STATE_FILE))
+    ]
+    return complete
+
+
+def latest(directory):
+    """The newest complete checkpoint directory, or None."""
+    dirs = checkpoint_dirs(directory)
+    return dirs[-1] if dirs else None
+
+
+def save(directory, model, step, state=None, replay=None, keep=2):
+    """Writes a checkpoint of `model` at `step`.
+
+    Args:
+        directory: the checkpoint root (`LOGDIR/ckpt`).
+        model: a compiled Keras model; its weights and optimizer variables are
+            saved, plus the states of its seed generators.
+        step: the global train step (names the checkpoint).
+        state: JSON-serialisable extra state (env steps, RNG states, ...).
+        replay: a `kd.data.Replay` to save under `directory/replay/`.
+        keep: how many checkpoints to keep.
+
+    Returns:
+        The path of the new checkpoint directory.
+    """
+    os.makedirs(directory, exist_ok=True)
+    if replay is not None:
+        replay.save(os.path.join(directory, REPLAY_DIR))
+    final = os.path.join(directory, f"{int(step):010d}")
+    temp = os.path.join(directory, f".tmp-{int(step):010d}-{os.getpid()}")
+    shutil.rmtree(temp, ignore_errors=True)
+    os.makedirs(temp)
+    model.save_weights(os.path.join(temp, WEIGHTS_FILE))
+    payload = {
+        "step": int(step),
+        "seed_generators": _seed_states(model),
+        **(state or {}),
+    }
+    with open(os.path.join(temp, STATE_FILE), "w") as file:
+        json.dump(payload, file)
+        file.flush()
+        os.fsync(file.fileno())
+    if os.path.exists(final):
+        shutil.rmtree(final)
+    os.rename(temp, final)
+    for old in checkpoint_dirs(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+    return final
+
+
+def restore(path, model):
+    """Loads a checkpoint written by `save` into `model` (built and compiled).
+
+    Returns:
+        The checkpoint's state dict (with `step`).
+    """
+    with open(os.path.join(path, STATE_FILE)) as file:
+        state = json.load(file)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(path, WEIGHTS_FILE))
+    generators = _seed_generators(model)
+    for name, value in state.get("seed_generators", {}).items():
+        if name in generators:
+            generators[name].assign(np.asarray(value, generators[name].dtype))
+    return state
+
+
+def _seed_generators(model):
+    found = {}
+    for layer in model._flatten_layers(include_self=True):
+        for generator in getattr(layer, "_seed_generators", []):
+            found[f"{layer.path}/{generator.name}"] = generator.state
+    return found
+
+
+def _seed_states(model):
+    return {
+        name: np.asarray(keras.ops.convert_to_numpy(state)).tolist()
+        for name, state in _seed_generators(model).items()
+    }
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Saves a checkpoint every `save_every` steps (at epoch ends) and at the end.
+
+    Args:
+        directory: the checkpoint root (`LOGDIR/ckpt`).
+        save_every: steps between checkpoints; checked at the end of each
+            epoch, so choose epoch lengths that divide it.
+        state_fn: callable returning the extra JSON state to save.
+        replay: the replay to save with each checkpoint.
+        keep: checkpoints to keep.
+    """
+
+    def __init__(self, directory, save_every, state_fn=None, replay=None, keep=2):
+        super().__init__()
+        self.directory = directory
+        self.save_every = save_every
+        self.state_fn = state_fn or dict
+        self.replay = replay
+        self.keep = keep
+        self.last_saved = None
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def save_now(self):
+        step = self._step()
+        if step != self.last_saved:
+            save(
+                self.directory,
+                self.model,
+                step,
+                self.state_fn(),
+                self.replay,
+                self.keep,
+            )
+            self.last_saved = step
+
+    def on_train_begin(self, logs=None):
+        self.last_saved = self._step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:
+            return  # stopped on purpose (e.g. a NaN loss): keep the last good one
+        step = self._step()
+        if (
+            self.save_every
+            and step // self.save_every > (self.last_saved or 0) // self.save_every
+        ):
+            self.save_now()
+
+    def on_train_end(self, logs=None):
+        if not self.model.stop_training:
+            self.save_now()

@@ -1,0 +1,29 @@
+"""The training command: `keras-dreamer train` / `python -m keras_dreamer.train`.
+
+This package imports nothing heavy, so the command can choose the Keras
+backend (`--backend`) before Keras is imported. The job itself, with its gin
+configurables (`train`, `make_env`, `make_world_model`, `make_optimizer`),
+lives in `keras_dreamer.train.job` and is loaded on first use.
+"""
+
+import importlib
+import sys
+
+_JOB_NAMES = ("train", "make_env", "make_world_model", "make_optimizer", "ConfigError")
+
+
+def main(argv=None):
+    """Runs `keras-dreamer train` with `argv` (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit code: 0 on success, 1 on a training failure, 2 on bad usage.
+    """
+    from keras_dreamer import cli
+
+    return cli.main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+def __getattr__(name):
+    if name in _JOB_NAMES:
+        return getattr(importlib.import_module("keras_dreamer.train.job"), name)
+    raise AttributeError(f"module 'keras_dreamer.train' has no attribute {name!r}")

@@ -1,0 +1,335 @@
+"""The gin-configured training job: env -> replay -> `WorldModel.fit` -> logs.
+
+`train()` runs the whole job in a logdir and resumes from the logdir's latest
+checkpoint when there is one. Every function here marked `@gin.configurable`
+can be bound in a gin file (see `gin_configs/` and `docs/configuration.md`);
+gin configures these factories, never the Keras layers themselves.
+
+Run it with `keras-dreamer train --logdir DIR [--gin_file F] [--gin_param B]`
+or `python -m keras_dreamer.train ...` (see `keras_dreamer.cli`), which set
+the backend before this module (and Keras) is imported.
+"""
+
+import math
+import os
+import time
+
+import gin
+import keras
+
+from keras_dreamer import checkpoint
+from keras_dreamer import envs
+from keras_dreamer.callbacks import DreamerReportCallback
+from keras_dreamer.data import Collector
+from keras_dreamer.data import Replay
+from keras_dreamer.logger import make_output
+from keras_dreamer.logger import truncate_jsonl
+from keras_dreamer.logger.outputs import TensorBoardOutput
+from keras_dreamer.logger.outputs import TerminalOutput
+from keras_dreamer.optimizers import LaProp
+from keras_dreamer.spaces import as_obs_space
+from keras_dreamer.world_model import WorldModel
+
+# DreamerV3's terminal filter: scores, lengths, speeds and the train losses.
+TERMINAL_PATTERN = r"score|length|fps|ratio|train/loss"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run (reported in one line, exit code 2)."""
+
+
+@gin.configurable
+def make_env(name="default", **kwargs):
+    """The environment, by `kd.envs.make` name ("default", "crafter",
+    "atari:Pong", "gym:<id>"); other bindings are passed to the env."""
+    return envs.make(name, **kwargs)
+
+
+@gin.configurable
+def make_world_model(
+    obs_space, act_space, preset="debug", obs_space_check=None, **overrides
+):
+    """The world model for an env's spaces.
+
+    Args:
+        obs_space: the env's observation space.
+        act_space: the env's action space.
+        preset: a `kd.presets` name.
+        obs_space_check: optional dict of key -> shape the config expects;
+            a mismatch with the env is a configuration error.
+        **overrides: any `kd.presets.DEFAULTS` hyperparameter, plus `dtype`
+            (e.g. "mixed_bfloat16") and `seed`.
+    """
+    if obs_space_check is not None:
+        expected = {k: as_obs_space(v, k) for k, v in obs_space_check.items()}
+        actual = {k: as_obs_space(v, k) for k, v in obs_space.items()}
+        if expected != actual:
+            raise ConfigError(
+                f"The config's observation space {expected} does not match the "
+                f"env's {actual}."
+            )
+    return WorldModel(obs_space, act_space, preset=preset, **overrides)
+
+
+@gin.configurable
+def make_optimizer(
+    learning_rate=4e-5, warmup=1000, agc=0.3, beta_1=0.9, beta_2=0.999, epsilon=1e-20
+):
+    """DreamerV3's LaProp optimizer (see `kd.optimizers.LaProp`)."""
+    return LaProp(
+        learning_rate=learning_rate,
+        warmup=warmup,
+        agc=agc,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+    )
+
+
+@gin.configurable
+def train(
+    logdir=gin.REQUIRED,
+    steps=2000,
+    batch_size=16,
+    batch_length=64,
+    train_ratio=32.0,
+    replay_capacity=1_000_000,
+    prefill=None,
+    steps_per_epoch=100,
+    log_every=100,
+    report_every=1000,
+    report_batch=6,
+    report_length=32,
+    save_every=1000,
+    outputs=("terminal", "jsonl", "scores", "tensorboard"),
+    terminal_pattern=TERMINAL_PATTERN,
+    seed=0,
+    jit_compile="auto",
+    verbose="auto",
+):
+    """Trains a world model on an environment, resuming from `logdir`.
+
+    Args:
+        logdir: the run directory (created; resumed if it holds a checkpoint).
+        steps: total train steps (updates) of the run.
+        batch_size: sequences per batch (B).
+        batch_length: steps per sequence (T).
+        train_ratio: replayed steps per env step (DreamerV3's `train_ratio`).
+        replay_capacity: replay size in steps.
+        prefill: env steps collected before training (default: one batch).
+        steps_per_epoch: train steps per Keras epoch (one progress bar);
+            must divide `steps` and `save_every`.
+        log_every: train steps between metric writes.
+        report_every: train steps between open-loop reports (None: off).
+        report_batch: sequences shown in a report video.
+        report_length: steps per report sequence (observe half, imagine half).
+        save_every: train steps between checkpoints.
+        outputs: logger outputs ("terminal", "jsonl", "scores",
+            "tensorboard", "wandb", "media").
+        terminal_pattern: regex of the keys the terminal shows.
+        seed: seed of the env, replay, policy and model.
+        jit_compile: `Model.compile(jit_compile=...)`.
+        verbose: `fit`'s progress bar setting.
+
+    Returns:
+        A dict summary: `step`, `seconds`, `losses` (the last logged train
+        losses), `logdir`.
+    """
+    logdir = os.path.abspath(os.fspath(logdir))
+    try:
+        run = _setup(
+            logdir,
+            steps,
+            steps_per_epoch,
+            save_every,
+            seed,
+            batch_size,
+            batch_length,
+            train_ratio,
+            replay_capacity,
+            prefill,
+            jit_compile,
+        )
+    except ConfigError:
+        raise
+    except (ValueError, TypeError, ImportError, OSError) as error:
+        # Anything that fails before the first step is a configuration problem.
+        raise ConfigError(f"{type(error).__name__}: {error}") from error
+    model, collector, replay, start_step, resumed = run
+    callback = DreamerReportCallback(
+        logdir,
+        outputs=_outputs(outputs, logdir, terminal_pattern, start_step),
+        log_every=log_every,
+        report_every=report_every,
+        report_data=(lambda: replay.sample(report_batch, report_length))
+        if report_every
+        else None,
+        train_data=collector,
+        report_at_start=not resumed,
+    )
+    saver = checkpoint.Checkpointer(
+        os.path.join(logdir, "ckpt"),
+        save_every,
+        state_fn=lambda: {"env_steps": int(collector.env_steps)},
+        replay=replay,
+    )
+    summary = _SummaryLogs()
+    started = time.time()
+    try:
+        model.fit(
+            collector,
+            steps_per_epoch=steps_per_epoch,
+            epochs=steps // steps_per_epoch,
+            initial_epoch=start_step // steps_per_epoch,
+            callbacks=[summary, callback, saver],
+            verbose=verbose,
+            shuffle=False,
+        )
+    finally:
+        collector.close()
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    result = {
+        "step": step,
+        "start_step": start_step,
+        "seconds": time.time() - started,
+        "losses": summary.losses,
+        "logdir": logdir,
+        "stopped": bool(model.stop_training),
+    }
+    return result
+
+
+def _setup(
+    logdir,
+    steps,
+    steps_per_epoch,
+    save_every,
+    seed,
+    batch_size,
+    batch_length,
+    train_ratio,
+    replay_capacity,
+    prefill,
+    jit_compile,
+):
+    """Builds (or restores) everything a run needs, before any step is trained."""
+    _check_run_settings(steps, steps_per_epoch, save_every)
+    prepare_logdir(logdir)
+    ckpt_dir = os.path.join(logdir, "ckpt")
+    resume = checkpoint.latest(ckpt_dir)
+    keras.utils.set_random_seed(seed)
+    env = make_env(seed=seed)
+    replay = Replay(replay_capacity, seed=seed)
+    if resume is not None:
+        replay.load(os.path.join(ckpt_dir, checkpoint.REPLAY_DIR), strict=False)
+    collector = Collector(
+        env,
+        replay=replay,
+        batch_size=batch_size,
+        batch_length=batch_length,
+        train_ratio=train_ratio,
+        prefill=prefill,
+        seed=seed,
+    )
+    model = make_world_model(env.obs_space, env.act_space, seed=seed)
+    model.compile(optimizer=make_optimizer(), jit_compile=jit_compile)
+    state = {}
+    if resume is not None:
+        state = checkpoint.restore(resume, model)
+        collector.env_steps = int(state.get("env_steps", 0))
+    start_step = int(state.get("step", 0))
+    for name in ("metrics.jsonl", "scores.jsonl"):
+        truncate_jsonl(os.path.join(logdir, name), start_step)
+    write_operative_config(logdir)
+    collector.prefill_replay()
+    return model, collector, replay, start_step, resume is not None
+
+
+def prepare_logdir(logdir):
+    """Creates `logdir`, or raises `ConfigError` if it cannot be a run directory."""
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise ConfigError(f"logdir {logdir!r} exists and is not a directory.")
+    try:
+        os.makedirs(logdir, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot create logdir {logdir!r}: {error.strerror}."
+        ) from None
+    if not os.access(logdir, os.W_OK | os.X_OK):
+        raise ConfigError(f"logdir {logdir!r} is not writable.")
+
+
+def write_operative_config(logdir):
+    """Writes gin's operative config (every configurable that ran) atomically."""
+    path = os.path.join(logdir, "config.gin")
+    temp = path + ".tmp"
+    with open(temp, "w") as file:
+        file.write(gin.operative_config_str())
+    os.replace(temp, path)
+
+
+def _check_run_settings(steps, steps_per_epoch, save_every):
+    for name, value in (("steps", steps), ("steps_per_epoch", steps_per_epoch)):
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"train.{name} must be a positive int, got {value!r}.")
+    if steps % steps_per_epoch:
+        raise ConfigError(
+            f"train.steps={steps} must be a multiple of train.steps_per_epoch="
+            f"{steps_per_epoch}."
+        )
+    if save_every and save_every % steps_per_epoch:
+        raise ConfigError(
+            f"train.save_every={save_every} must be a multiple of "
+            f"train.steps_per_epoch={steps_per_epoch} (checkpoints are taken at "
+            "epoch ends)."
+        )
+
+
+def _outputs(names, logdir, terminal_pattern, start_step):
+    built = []
+    for name in names:
+        key = name.strip().lower() if isinstance(name, str) else None
+        if key == "terminal":
+            built.append(TerminalOutput(pattern=terminal_pattern))
+        elif key == "tensorboard":
+            built.append(
+                TensorBoardOutput(
+                    logdir, purge_step=start_step + 1 if start_step else None
+                )
+            )
+        else:
+            built.append(make_output(name, logdir))
+    return built
+
+
+class _SummaryLogs(keras.callbacks.Callback):
+    """Keeps the last train losses for the end-of-run summary."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.losses = {
+            k: float(v)
+            for k, v in (logs or {}).items()
+            if k == "loss" or k.startswith("loss/")
+        }
+
+
+def summary_line(result):
+    """The one-line summary printed at the end of a run."""
+    seconds = result["seconds"]
+    minutes, secs = divmod(int(round(seconds)), 60)
+    losses = result["losses"]
+    parts = ", ".join(
+        f"{k.split('/', 1)[1]} {v:.3g}" for k, v in sorted(losses.items()) if "/" in k
+    )
+    loss = losses.get("loss", math.nan)
+    trained = result["step"] - result["start_step"]
+    return (
+        f"Trained {trained:,} steps (now at step {result['step']:,}) in "
+        f"{minutes}m{secs:02d}s; "
+        f"final loss {loss:.4g} ({parts}); logs in {result['logdir']}; "
+        f"view with: tensorboard --logdir {result['logdir']}"
+    )

@@ -1,0 +1,253 @@
+"""The training command end to end, in subprocesses, on the current backend."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
+DEBUG = os.path.join("gin_configs", "debug.gin")
+# Episodes end within the short debug runs, so scores.jsonl gets lines.
+SHORT_EPISODES = "make_env.max_steps = 10"
+
+
+def command(*args, module=False):
+    if module:
+        return [sys.executable, "-m", "keras_dreamer.train", *args]
+    return [sys.executable, "-m", "keras_dreamer.cli", "train", *args]
+
+
+def environment(**extra):
+    env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": BACKEND}
+    env.update(extra)
+    return env
+
+
+def run(args, timeout=300, **kwargs):
+    return subprocess.run(
+        args,
+        cwd=REPO,
+        env=environment(**kwargs.pop("env", {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def read_jsonl(path):
+    with open(path) as file:
+        text = file.read()
+    assert text == "" or text.endswith("\n"), "torn last line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def read_events(logdir):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    everything = {kind: 0 for kind in ("scalars", "images", "histograms", "tensors")}
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance=everything
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def debug_run(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("debug_run")
+    result = run(
+        command(
+            "--logdir",
+            str(logdir),
+            "--gin_file",
+            DEBUG,
+            "--gin_param",
+            SHORT_EPISODES,
+            "--gin_param",
+            "train.outputs = ('terminal', 'jsonl', 'scores', 'tensorboard', 'wandb')",
+            "--gin_param",
+            "make_world_model.loss_scales = {'rep': 0.2}",
+        ),
+        env={"WANDB_MODE": "offline"},
+    )
+    return logdir, result
+
+
+def test_debug_run_writes_the_whole_logdir(debug_run):
+    logdir, result = debug_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trained 8 steps" in result.stdout
+    assert f"tensorboard --logdir {logdir}" in result.stdout
+    for name in ("config.gin", "metrics.jsonl", "scores.jsonl"):
+        assert os.path.isfile(logdir / name), name
+    assert glob.glob(str(logdir / "events.out.tfevents.*"))
+    assert sorted(os.listdir(logdir / "media")) == [
+        f"report_openloop_image_{step}.gif" for step in (0, 4, 8)
+    ]
+    assert glob.glob(str(logdir / "wandb" / "offline-run-*"))
+    assert os.path.isdir(logdir / "ckpt" / "replay")
+    checkpoints = sorted(n for n in os.listdir(logdir / "ckpt") if n.isdigit())
+    assert checkpoints == ["0000000004", "0000000008"]
+    lines = read_jsonl(logdir / "metrics.jsonl")
+    assert [line["step"] for line in lines] == [0, 2, 4, 6, 8]
+    assert "train/loss/image" in lines[1] and "report/openloop/image" not in lines[2]
+    assert any("episode/score" in line for line in lines)
+    scores = read_jsonl(logdir / "scores.jsonl")
+    assert scores and all(
+        set(s) <= {"step", "episode/score", "episode/length"} for s in scores
+    )
+    with Image.open(logdir / "media" / "report_openloop_image_8.gif") as gif:
+        assert gif.n_frames == 8 + 10
+        assert gif.size == (2 * (16 + 4), 3 * 16 + 4)
+
+
+def test_gin_params_take_effect_and_are_recorded(debug_run):
+    logdir, _ = debug_run
+    config = (logdir / "config.gin").read_text()
+    assert "make_env.max_steps = 10" in config
+    assert "make_world_model.loss_scales = {'rep': 0.2}" in config
+    assert "make_world_model.preset = 'debug'" in config
+    assert "train.steps = 8" in config
+    assert "'wandb'" in config
+
+
+def test_killed_run_resumes_without_duplicates(tmp_path):
+    args = command(
+        "--logdir",
+        str(tmp_path),
+        "--gin_file",
+        DEBUG,
+        "--gin_param",
+        "train.steps = 40",
+        "--gin_param",
+        SHORT_EPISODES,
+    )
+    proc = subprocess.Popen(
+        args,
+        cwd=REPO,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 240
+    target = tmp_path / "ckpt" / "0000000012"
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = read_jsonl(tmp_path / "metrics.jsonl")
+    killed_at = max(line["step"] for line in before)
+    assert 12 <= killed_at < 40
+    checkpoint = max(int(n) for n in os.listdir(tmp_path / "ckpt") if n.isdigit())
+
+    result = run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "now at step 40" in result.stdout
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    steps = [line["step"] for line in lines]
+    assert steps == sorted(set(steps)), "duplicate or unordered steps"
+    assert steps[-1] == 40 and "train/loss" in lines[-1]
+    resumed = [line for line in lines if line["step"] > checkpoint]
+    assert resumed and all("train/loss" in line for line in resumed)
+    scores = read_jsonl(tmp_path / "scores.jsonl")
+    assert [s["step"] for s in scores] == sorted({s["step"] for s in scores})
+    events = read_events(tmp_path)
+    tb_steps = [s.step for s in events.Scalars("train/loss")]
+    assert tb_steps == sorted(set(tb_steps)) and tb_steps[-1] == 40
+
+
+def test_bare_command_runs_the_default_config(tmp_path):
+    # Keras's smoke-test variables cap fit at one step of one epoch.
+    result = run(
+        command("--logdir", str(tmp_path), module=True),
+        env={"KERAS_MAX_EPOCHS": "1", "KERAS_MAX_STEPS_PER_EPOCH": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = (tmp_path / "config.gin").read_text()
+    default = open(os.path.join(REPO, "gin_configs", "default.gin")).read()
+    for line in default.splitlines():
+        binding = line.split("#")[0].strip()
+        if binding:
+            assert binding in config, binding
+    assert "Trained 1 steps" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gin_param", "train.stepz = 3"], "train.stepz"),
+        (["--gin_param", "make_envv.size = 3"], "make_envv"),
+        (["--gin_file", "nonexistent.gin"], "nonexistent.gin"),
+        (
+            [
+                "--gin_param",
+                "make_world_model.obs_space_check = {'image': (64, 64, 3)}",
+            ],
+            "does not match",
+        ),
+        (["--gin_param", "make_env.name = 'pacman'"], "pacman"),
+        (["--gin_param", "make_world_model.preset = 'size7m'"], "size7m"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):
+    started = time.time()
+    result = run(command("--logdir", str(tmp_path / "run"), "--gin_file", DEBUG, *args))
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
+    assert len(lines) == 1 and message in lines[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert time.time() - started < 120
+
+
+def test_bad_logdir_exits_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for logdir, message in [
+        (blocker, "not a directory"),
+        (blocker / "sub", "Cannot create"),
+    ]:
+        result = run(command("--logdir", str(logdir), "--gin_file", DEBUG))
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_backend_names_the_extra(tmp_path):
+    other = "tensorflow" if BACKEND == "jax" else "jax"
+    code = (
+        f"import sys; sys.modules[{other!r}] = None\n"
+        "from keras_dreamer import cli\n"
+        f"argv = ['train', '--logdir', {str(tmp_path)!r}, '--backend', {other!r}]\n"
+        "sys.exit(cli.main(argv))"
+    )
+    result = run([sys.executable, "-c", code])
+    assert result.returncode == 2
+    assert f"pip install 'keras-dreamer[{other}]'" in result.stderr
+
+
+def test_usage_errors_exit_2():
+    result = run([sys.executable, "-m", "keras_dreamer.cli", "train"])
+    assert result.returncode == 2 and "--logdir" in result.stderr
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "keras_dreamer.cli",
+            "train",
+            "--logdir",
+            "x",
+            "--backend",
+            "torch",
+        ]
+    )
+    assert result.returncode == 2 and "invalid choice" in result.stderr
