@@ -87,14 +87,19 @@ def save(directory, model, step, state=None, replay=None, keep=2):
     return final
 
 
+def read_state(path):
+    """The state dict of a checkpoint (with `step`), without loading weights."""
+    with open(os.path.join(path, STATE_FILE)) as file:
+        return json.load(file)
+
+
 def restore(path, model):
     """Loads a checkpoint written by `save` into `model` (built and compiled).
 
     Returns:
         The checkpoint's state dict (with `step`).
     """
-    with open(os.path.join(path, STATE_FILE)) as file:
-        state = json.load(file)
+    state = read_state(path)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(path, WEIGHTS_FILE))

@@ -169,3 +169,17 @@ def test_jax_and_tensorflow_give_the_same_loss(tmp_path):
         np.testing.assert_allclose(
             theirs[key], ours[key], rtol=1e-4, atol=1e-5, err_msg=key
         )
+
+
+def test_world_model_trains_on_the_online_collector():
+    env = kd.envs.make("default", size=16, seed=0)
+    collector = kd.data.Collector(env, batch_size=2, batch_length=6, train_ratio=4, seed=0)
+    wm = kd.WorldModel(env.obs_space, env.act_space, seed=0, **SMALL_MODEL)
+    wm.compile(optimizer=kd.optimizers.LaProp(learning_rate=1e-3, warmup=0))
+    history = wm.fit(collector, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"][-1])
+    assert int(to_numpy(wm.optimizer.iterations)) == 3
+    # Env steps follow the train ratio: B * T / ratio = 3 per batch, after prefill.
+    assert collector.env_steps >= collector.prefill + 3 * 3
+    metrics = collector.drain_metrics()
+    assert metrics["env/steps"] == collector.env_steps

@@ -45,6 +45,14 @@ class RandomPolicy:
             [self.act_space.sample(self._rng).reshape(-1) for _ in range(count)]
         ).astype(np.float32)
 
+    def get_state(self):
+        """The random generator's state (a JSON-serialisable dict)."""
+        return self._rng.bit_generator.state
+
+    def set_state(self, state):
+        """Restores a state from `get_state`, e.g. when resuming a run."""
+        self._rng.bit_generator.state = state
+
 
 class Collector(ReplayDataset):
     """Steps envs with a policy as the train ratio requires, then samples.

@@ -170,7 +170,7 @@ def train(
     saver = checkpoint.Checkpointer(
         os.path.join(logdir, "ckpt"),
         save_every,
-        state_fn=lambda: {"env_steps": int(collector.env_steps)},
+        state_fn=lambda: _run_state(collector),
         replay=replay,
     )
     summary = _SummaryLogs()
@@ -217,7 +217,9 @@ def _setup(
     prepare_logdir(logdir)
     ckpt_dir = os.path.join(logdir, "ckpt")
     resume = checkpoint.latest(ckpt_dir)
-    keras.utils.set_random_seed(seed)
+    state = checkpoint.read_state(resume) if resume is not None else {}
+    start_step = int(state.get("step", 0))
+    keras.utils.set_random_seed(seed + start_step)
     env = make_env(seed=seed)
     replay = Replay(replay_capacity, seed=seed)
     if resume is not None:
@@ -229,20 +231,28 @@ def _setup(
         batch_length=batch_length,
         train_ratio=train_ratio,
         prefill=prefill,
-        seed=seed,
+        # A resumed run starts new episodes, not the first ones again.
+        seed=[seed, start_step] if start_step else seed,
     )
     model = make_world_model(env.obs_space, env.act_space, seed=seed)
     model.compile(optimizer=make_optimizer(), jit_compile=jit_compile)
-    state = {}
     if resume is not None:
-        state = checkpoint.restore(resume, model)
+        checkpoint.restore(resume, model)
         collector.env_steps = int(state.get("env_steps", 0))
-    start_step = int(state.get("step", 0))
+        if "policy_rng" in state and hasattr(collector.policy, "set_state"):
+            collector.policy.set_state(state["policy_rng"])
     for name in ("metrics.jsonl", "scores.jsonl"):
         truncate_jsonl(os.path.join(logdir, name), start_step)
     write_operative_config(logdir)
     collector.prefill_replay()
     return model, collector, replay, start_step, resume is not None
+
+
+def _run_state(collector):
+    state = {"env_steps": int(collector.env_steps)}
+    if hasattr(collector.policy, "get_state"):
+        state["policy_rng"] = collector.policy.get_state()
+    return state
 
 
 def prepare_logdir(logdir):

@@ -1,0 +1,199 @@
+"""Cost of `DreamerReportCallback` during `fit`, and of one open-loop report.
+
+For each backend (a fresh process each) and preset, one process alternates
+`fit` runs without and with the callback (defaults: log_every=100,
+report_every=1000, outputs terminal + jsonl + tensorboard + wandb (offline)),
+recording every step's wall time with a tiny timing callback in both. It
+reports the ratio of the median step times (the per-batch cost) and the ratio
+of the mean step times (which also counts the log writes and the report at
+the start of each run). Separately it times one `WorldModel.report` at
+size12m on a 16 x 32 batch, as the reference does (median of repeats after
+the compile).
+
+    python benchmarks/callback_overhead.py [--steps 120] [--rounds 2]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WORKER = r"""
+import json, os, sys, tempfile, time
+sys.path.insert(0, os.environ["KD_ROOT"])
+import numpy as np
+import keras
+import keras_dreamer as kd
+
+args = json.loads(sys.argv[1])
+B, T = args["batch"], args["length"]
+
+
+def batch(b, t, seed=0):
+    rng = np.random.default_rng(seed)
+    out = {
+        "image": rng.integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8),
+        "action": np.eye(18, dtype=np.float32)[rng.integers(0, 18, (b, t))],
+        "reward": rng.normal(size=(b, t)).astype(np.float32),
+        "is_first": np.zeros((b, t), bool),
+        "is_last": np.zeros((b, t), bool),
+        "is_terminal": np.zeros((b, t), bool),
+    }
+    out["is_first"][:, 0] = True
+    return out
+
+
+data = batch(B, T)
+
+
+class Repeat(keras.utils.PyDataset):
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        return data
+
+
+class Times(keras.callbacks.Callback):
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+
+    def on_train_batch_begin(self, step, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, step, logs=None):
+        self.times.append(time.perf_counter() - self.start)
+
+
+if args["mode"] == "report":
+    wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset="size12m")
+    report_batch = batch(16, 32, seed=1)
+    start = time.perf_counter()
+    wm.report(report_batch)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args["rounds"]):
+        start = time.perf_counter()
+        wm.report(report_batch)
+        times.append(time.perf_counter() - start)
+    print("RESULT " + json.dumps({**args, "backend": keras.backend.backend(),
+          "first_s": round(first, 2), "median_s": round(float(np.median(times)), 3)}))
+    sys.exit()
+
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"])
+wm.compile()
+wm.fit(Repeat(2), epochs=1, verbose=0, shuffle=False)  # compile the train step
+results = {"without": [], "with": []}
+first_report = None
+for round_ in range(args["rounds"]):
+    for variant in ("without", "with"):
+        timer = Times()
+        callbacks = [timer]
+        if variant == "with":
+            logdir = tempfile.mkdtemp()
+            callbacks.append(kd.DreamerReportCallback(
+                logdir, outputs=("terminal", "jsonl", "tensorboard", "wandb"),
+                report_data=batch(16, 32, seed=1), frames_per_step=B * T))
+        start = time.perf_counter()
+        wm.fit(Repeat(args["steps"]), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+        total = time.perf_counter() - start
+        results[variant].append({"steps": timer.times, "total": total})
+        if variant == "with" and first_report is None:
+            first_report = total - sum(timer.times)
+
+def stats(runs):
+    steps = np.concatenate([r["steps"] for r in runs])
+    return float(np.median(steps)), float(np.mean(steps)), float(np.mean([r["total"] for r in runs]))
+
+med0, mean0, total0 = stats(results["without"])
+med1, mean1, total1 = stats(results["with"])
+print("RESULT " + json.dumps({
+    **args, "backend": keras.backend.backend(),
+    "median_ms_without": round(1000 * med0, 2), "median_ms_with": round(1000 * med1, 2),
+    "median_ratio": round(med1 / med0, 4),
+    "mean_ratio": round(mean1 / mean0, 4),
+    "run_ratio": round(total1 / total0, 4),
+    "outside_steps_s": round(first_report, 2),
+}))
+"""
+
+
+def run(config, timeout=3600):
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": config["backend"],
+        "KD_ROOT": ROOT,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    return {**config, "error": proc.stderr[-2000:]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"])
+    parser.add_argument("--presets", nargs="+", default=["debug", "size1m"])
+    parser.add_argument("--steps", type=int, default=120, help="steps per fit run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--skip-report", action="store_true")
+    args = parser.parse_args()
+    results = []
+    for backend in args.backends:
+        for preset in args.presets:
+            config = {
+                "mode": "fit",
+                "backend": backend,
+                "preset": preset,
+                "steps": args.steps,
+                "rounds": args.rounds,
+                "batch": args.batch,
+                "length": args.length,
+            }
+            results.append(run(config))
+            print(json.dumps(results[-1]), flush=True)
+        if not args.skip_report:
+            config = {"mode": "report", "backend": backend, "rounds": 3}
+            results.append(run(config))
+            print(json.dumps(results[-1]), flush=True)
+    print()
+    print("| backend | preset | median step ms without / with | median ratio | mean ratio |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        if r.get("mode") == "fit" and "error" not in r:
+            print(
+                f"| {r['backend']} | {r['preset']} | {r['median_ms_without']} / "
+                f"{r['median_ms_with']} | {r['median_ratio']} | {r['mean_ratio']} |"
+            )
+    for r in results:
+        if r.get("mode") == "report" and "error" not in r:
+            print(
+                f"\n{r['backend']}: one size12m report (16 x 32): {r['median_s']} s "
+                f"(first call with compile: {r['first_s']} s)"
+            )
+
+
+if __name__ == "__main__":
+    main()
