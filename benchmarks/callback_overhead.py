@@ -179,7 +179,9 @@ def main():
             results.append(run(config))
             print(json.dumps(results[-1]), flush=True)
     print()
-    print("| backend | preset | median step ms without / with | median ratio | mean ratio |")
+    print(
+        "| backend | preset | median step ms without / with | median ratio | mean ratio |"
+    )
     print("|---|---|---|---|---|")
     for r in results:
         if r.get("mode") == "fit" and "error" not in r:

@@ -1,5 +1,6 @@
 """The training command end to end, in subprocesses, on the current backend."""
 
+import ast
 import glob
 import json
 import os
@@ -48,6 +49,17 @@ def read_jsonl(path):
         text = file.read()
     assert text == "" or text.endswith("\n"), "torn last line"
     return [json.loads(line) for line in text.splitlines()]
+
+
+def bindings(text):
+    """`{name: value}` of the `name = literal` lines of a gin file."""
+    found = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if "=" in line:
+            key, value = (part.strip() for part in line.split("=", 1))
+            found[key] = ast.literal_eval(value)
+    return found
 
 
 def read_events(logdir):
@@ -174,12 +186,9 @@ def test_bare_command_runs_the_default_config(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    config = (tmp_path / "config.gin").read_text()
-    default = open(os.path.join(REPO, "gin_configs", "default.gin")).read()
-    for line in default.splitlines():
-        binding = line.split("#")[0].strip()
-        if binding:
-            assert binding in config, binding
+    config = bindings((tmp_path / "config.gin").read_text())
+    default = bindings(open(os.path.join(REPO, "gin_configs", "default.gin")).read())
+    assert default and all(config[key] == value for key, value in default.items())
     assert "Trained 1 steps" in result.stdout
 
 

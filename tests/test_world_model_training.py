@@ -173,7 +173,9 @@ def test_jax_and_tensorflow_give_the_same_loss(tmp_path):
 
 def test_world_model_trains_on_the_online_collector():
     env = kd.envs.make("default", size=16, seed=0)
-    collector = kd.data.Collector(env, batch_size=2, batch_length=6, train_ratio=4, seed=0)
+    collector = kd.data.Collector(
+        env, batch_size=2, batch_length=6, train_ratio=4, seed=0
+    )
     wm = kd.WorldModel(env.obs_space, env.act_space, seed=0, **SMALL_MODEL)
     wm.compile(optimizer=kd.optimizers.LaProp(learning_rate=1e-3, warmup=0))
     history = wm.fit(collector, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)
