@@ -260,3 +260,49 @@ def test_usage_errors_exit_2():
         ]
     )
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_an_installed_wheel_finds_its_gin_configs(tmp_path):
+    import zipfile
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp_path),
+            REPO,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = glob.glob(str(tmp_path / "keras_dreamer-*.whl"))
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    code = (
+        "from keras_dreamer import cli\n"
+        "print(cli.resolve_gin_file('debug.gin'))\n"
+        "print(cli.resolve_gin_file('default'))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    paths = found.stdout.split()
+    assert all(path.startswith(str(site)) for path in paths), paths
+    assert (
+        open(paths[1]).read()
+        == open(os.path.join(REPO, "gin_configs", "default.gin")).read()
+    )
