@@ -1,4 +1,7 @@
-"""Test utilities: tiny batches, a learnable toy task, backend gradients."""
+"""Test utilities: tiny batches, a learnable toy task, backend gradients,
+readers of JSONL and TensorBoard files."""
+
+import json
 
 import keras
 import numpy as np
@@ -77,3 +80,48 @@ def to_numpy(tree):
     return keras.tree.map_structure(
         lambda x: np.asarray(keras.ops.convert_to_numpy(x)), tree
     )
+
+
+class Batches(keras.utils.PyDataset):
+    """`steps` batches per epoch, cycling through a fixed list."""
+
+    def __init__(self, batches, steps):
+        super().__init__()
+        self.batches, self.steps = batches, steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, index):
+        return self.batches[index % len(self.batches)]
+
+
+class RecordLogs(keras.callbacks.Callback):
+    """Keeps every train batch's logs."""
+
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append(dict(logs))
+
+
+def read_jsonl(path):
+    """The lines of a JSONL file, checking that the last one is whole."""
+    with open(path) as file:
+        text = file.read()
+    assert text == "" or text.endswith("\n"), "torn last line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def read_events(logdir):
+    """Everything in a logdir's TensorBoard event files, via tensorboard's reader."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    everything = {kind: 0 for kind in ("scalars", "images", "histograms", "tensors")}
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance=everything
+    )
+    accumulator.Reload()
+    return accumulator

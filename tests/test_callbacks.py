@@ -1,6 +1,5 @@
 import glob
 import io
-import json
 import os
 
 import keras
@@ -11,34 +10,19 @@ from PIL import Image
 import keras_dreamer as kd
 from tests.helpers import SMALL_IMAGE
 from tests.helpers import SMALL_MODEL
+from tests.helpers import Batches
+from tests.helpers import RecordLogs
 from tests.helpers import random_batch
+from tests.helpers import read_events
+from tests.helpers import read_jsonl
 
 B, T = 2, 6
 FRAMES = (T + 10, 3 * 16 + 4, B * (16 + 4), 3)
 
 
-class Batches(keras.utils.PyDataset):
-    def __init__(self, steps, seed=0):
-        super().__init__()
-        self.steps = steps
-        self.batches = [
-            random_batch(batch=B, length=T, seed=seed + i) for i in range(3)
-        ]
-
-    def __len__(self):
-        return self.steps
-
-    def __getitem__(self, index):
-        return self.batches[index % 3]
-
-
-class RecordLogs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.logs = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.logs.append(dict(logs))
+def random_batches(steps):
+    """`steps` batches per epoch, cycling through three random batches."""
+    return Batches([random_batch(batch=B, length=T, seed=i) for i in range(3)], steps)
 
 
 def small_model(**kwargs):
@@ -47,22 +31,6 @@ def small_model(**kwargs):
     )
     wm.compile(optimizer=kd.optimizers.LaProp(learning_rate=1e-3, warmup=0))
     return wm
-
-
-def read_jsonl(path):
-    with open(path) as file:
-        return [json.loads(line) for line in file]
-
-
-def read_events(logdir):
-    from tensorboard.backend.event_processing import event_accumulator
-
-    everything = {kind: 0 for kind in ("scalars", "images", "histograms", "tensors")}
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance=everything
-    )
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +52,11 @@ def run(tmp_path_factory):
             frames_per_step=B * T,
         )
         wm.fit(
-            Batches(7), epochs=2, verbose=0, callbacks=[record, callback], shuffle=False
+            random_batches(7),
+            epochs=2,
+            verbose=0,
+            callbacks=[record, callback],
+            shuffle=False,
         )
     finally:
         mp.undo()
@@ -189,7 +161,7 @@ def test_resumed_fit_continues_the_step(run, tmp_path):
         tmp_path, outputs=("jsonl",), log_every=5, report_every=None, frames_per_step=12
     )
     wm.fit(
-        Batches(5),
+        random_batches(5),
         epochs=3,
         initial_epoch=2,
         verbose=0,
@@ -232,7 +204,7 @@ def test_episode_metrics_from_the_train_data(tmp_path):
         batch_spec = kd.data.batch_spec({"image": SMALL_IMAGE}, kd.Discrete(3), B, T)
 
         def __init__(self):
-            super().__init__(4)
+            super().__init__([random_batch(batch=B, length=T)], 4)
             self.drains = 0
 
         def drain_metrics(self):
@@ -307,7 +279,7 @@ def test_interrupted_fit_writes_what_is_pending(tmp_path):
     )
     with pytest.raises(KeyboardInterrupt):
         small_model().fit(
-            Batches(6),
+            random_batches(6),
             epochs=1,
             verbose=0,
             callbacks=[callback, Interrupt()],
@@ -343,7 +315,13 @@ def test_bad_report_data_fails_before_training(tmp_path):
             tmp_path, outputs=("jsonl",), report_data=data
         )
         with pytest.raises(ValueError, match=message):
-            wm.fit(Batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False)
+            wm.fit(
+                random_batches(2),
+                epochs=1,
+                verbose=0,
+                callbacks=[callback],
+                shuffle=False,
+            )
     after = [np.asarray(keras.ops.convert_to_numpy(w)) for w in wm.trainable_weights]
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
@@ -354,10 +332,10 @@ def test_bad_logdir_fails_before_training(tmp_path):
     callback = kd.DreamerReportCallback(blocker, outputs=("jsonl",))
     with pytest.raises(OSError, match="not a directory"):
         small_model().fit(
-            Batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False
+            random_batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False
         )
     callback = kd.DreamerReportCallback(blocker / "sub", outputs=("jsonl",))
     with pytest.raises(OSError, match="Cannot create logdir"):
         small_model().fit(
-            Batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False
+            random_batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False
         )

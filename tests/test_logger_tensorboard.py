@@ -13,19 +13,9 @@ from PIL import Image
 from keras_dreamer.logger import Logger
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import TensorBoardOutput
+from tests.helpers import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def read_events(logdir):
-    from tensorboard.backend.event_processing import event_accumulator
-
-    everything = {kind: 0 for kind in ("scalars", "images", "histograms", "tensors")}
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance=everything
-    )
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="module")

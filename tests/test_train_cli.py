@@ -2,7 +2,6 @@
 
 import ast
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,9 @@ import time
 import keras
 import pytest
 from PIL import Image
+
+from tests.helpers import read_events
+from tests.helpers import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
@@ -44,13 +46,6 @@ def run(args, timeout=300, **kwargs):
     )
 
 
-def read_jsonl(path):
-    with open(path) as file:
-        text = file.read()
-    assert text == "" or text.endswith("\n"), "torn last line"
-    return [json.loads(line) for line in text.splitlines()]
-
-
 def bindings(text):
     """`{name: value}` of the `name = literal` lines of a gin file."""
     found = {}
@@ -60,17 +55,6 @@ def bindings(text):
             key, value = (part.strip() for part in line.split("=", 1))
             found[key] = ast.literal_eval(value)
     return found
-
-
-def read_events(logdir):
-    from tensorboard.backend.event_processing import event_accumulator
-
-    everything = {kind: 0 for kind in ("scalars", "images", "histograms", "tensors")}
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance=everything
-    )
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="module")

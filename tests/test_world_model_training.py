@@ -10,35 +10,14 @@ import pytest
 import keras_dreamer as kd
 from tests.helpers import SMALL_IMAGE
 from tests.helpers import SMALL_MODEL
+from tests.helpers import Batches
+from tests.helpers import RecordLogs
 from tests.helpers import moving_square_batch
 from tests.helpers import random_batch
 from tests.helpers import to_numpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
-
-
-class Batches(keras.utils.PyDataset):
-    """Cycles through a fixed list of batches."""
-
-    def __init__(self, batches, steps):
-        super().__init__()
-        self.batches, self.steps = batches, steps
-
-    def __len__(self):
-        return self.steps
-
-    def __getitem__(self, index):
-        return self.batches[index % len(self.batches)]
-
-
-class RecordLogs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.logs = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.logs.append(dict(logs))
 
 
 def small_model(**kwargs):
