@@ -18,10 +18,10 @@ the compile).
 import argparse
 import json
 import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import run_worker  # noqa: E402
 
 WORKER = r"""
 import json, os, sys, tempfile, time
@@ -129,26 +129,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def run(config, timeout=3600):
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": config["backend"],
-        "KD_ROOT": ROOT,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, json.dumps(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    return {**config, "error": proc.stderr[-2000:]}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"])
@@ -171,11 +151,11 @@ def main():
                 "batch": args.batch,
                 "length": args.length,
             }
-            results.append(run(config))
+            results.append(run_worker(WORKER, config))
             print(json.dumps(results[-1]), flush=True)
         if not args.skip_report:
             config = {"mode": "report", "backend": backend, "rounds": 3}
-            results.append(run(config))
+            results.append(run_worker(WORKER, config))
             print(json.dumps(results[-1]), flush=True)
     print()
     print(

@@ -16,10 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import run_worker  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -85,28 +85,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def run(config, timeout):
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": config["backend"],
-        "KD_ROOT": ROOT,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, json.dumps(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT ") :])
-            result["backend_requested"] = config["backend"]
-            return result
-    return {**config, "error": proc.stderr[-2000:]}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"])
@@ -136,7 +114,7 @@ def main():
                 "dtype": args.dtype,
                 "jit": jit,
             }
-            result = run(config, args.timeout)
+            result = run_worker(WORKER, config, args.timeout)
             print(json.dumps(result), flush=True)
             results.append(result)
     print()
