@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_dreamer.layers.initializers import fan_in_init
+from keras_dreamer.layers.common import fan_in_init
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")

@@ -4,13 +4,14 @@ import keras
 from keras import ops
 
 from keras_dreamer.layers.block_linear import BlockLinear
+from keras_dreamer.layers.common import conv2d
+from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.dense import DenseNormAct
 from keras_dreamer.layers.encoder import flatten_leading
 from keras_dreamer.layers.encoder import image_channels
 from keras_dreamer.layers.encoder import serialize_obs_space
 from keras_dreamer.layers.encoder import split_obs_space
 from keras_dreamer.layers.encoder import vector_width
-from keras_dreamer.layers.initializers import fan_in_init
 from keras_dreamer.layers.norm import RMSNorm
 from keras_dreamer.spaces import Discrete
 
@@ -101,25 +102,10 @@ class Decoder(keras.layers.Layer):
             self.space_norm = RMSNorm(name="spnorm", **kw)
             self.convs, self.conv_norms = [], []
             for i, channels in enumerate(depths[1:]):
-                self.convs.append(
-                    keras.layers.Conv2D(
-                        channels,
-                        kernel,
-                        padding="same",
-                        kernel_initializer=fan_in_init(),
-                        name=f"conv{i}",
-                        **kw,
-                    )
-                )
+                self.convs.append(conv2d(channels, kernel, f"conv{i}", **kw))
                 self.conv_norms.append(RMSNorm(name=f"conv{i}norm", **kw))
-            self.image_out = keras.layers.Conv2D(
-                sum(image_channels(self.spaces[k]) for k in self.image_keys),
-                kernel,
-                padding="same",
-                kernel_initializer=fan_in_init(outscale),
-                name="imgout",
-                **kw,
-            )
+            channels = sum(image_channels(self.spaces[k]) for k in self.image_keys)
+            self.image_out = conv2d(channels, kernel, "imgout", outscale=outscale, **kw)
         self.mlp, self.vector_out = [], {}
         if self.vector_keys:
             self.mlp = [

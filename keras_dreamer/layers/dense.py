@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_dreamer.layers.initializers import fan_in_init
+from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.norm import RMSNorm
 
 

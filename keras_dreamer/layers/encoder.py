@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from keras_dreamer import ops as kdops
+from keras_dreamer.layers.common import conv2d
 from keras_dreamer.layers.dense import DenseNormAct
-from keras_dreamer.layers.initializers import fan_in_init
 from keras_dreamer.layers.norm import RMSNorm
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_obs_space
@@ -112,16 +112,7 @@ class Encoder(keras.layers.Layer):
         self.convs, self.conv_norms = [], []
         if self.image_keys:
             for i, mult in enumerate(self.mults):
-                self.convs.append(
-                    keras.layers.Conv2D(
-                        depth * mult,
-                        kernel,
-                        padding="same",
-                        kernel_initializer=fan_in_init(),
-                        name=f"conv{i}",
-                        **kw,
-                    )
-                )
+                self.convs.append(conv2d(depth * mult, kernel, f"conv{i}", **kw))
                 self.conv_norms.append(RMSNorm(name=f"conv{i}norm", **kw))
         self.mlp = []
         if self.vector_keys:

@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from keras_dreamer import ops as kdops
+from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.dense import DenseNormAct
-from keras_dreamer.layers.initializers import fan_in_init
 
 
 class _MLPHead(keras.layers.Layer):

@@ -5,8 +5,8 @@ from keras import ops
 
 from keras_dreamer import ops as kdops
 from keras_dreamer.layers.block_linear import BlockLinear
+from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.dense import DenseNormAct
-from keras_dreamer.layers.initializers import fan_in_init
 from keras_dreamer.layers.norm import RMSNorm
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_act_space

@@ -1,4 +1,4 @@
-"""Weight initialisation shared by the layers."""
+"""Pieces shared by the layers: the fan-in initialiser and the convolution."""
 
 import keras
 
@@ -23,4 +23,16 @@ def fan_in_init(scale=1.0, blocks=1):
         return keras.initializers.Zeros()
     return keras.initializers.VarianceScaling(
         scale=float(scale) ** 2 * blocks, mode="fan_in", distribution="truncated_normal"
+    )
+
+
+def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
+    """A 'same'-padded, stride-1 `keras.layers.Conv2D` with the fan-in init."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel,
+        padding="same",
+        kernel_initializer=fan_in_init(outscale),
+        name=name,
+        dtype=dtype,
     )
