@@ -1,18 +1,20 @@
 """Cost of `DreamerReportCallback` during `fit`, and of one open-loop report.
 
 For each backend (a fresh process each) and preset, one process alternates
-`fit` runs without and with the callback (defaults: log_every=100,
-report_every=1000, outputs terminal + jsonl + tensorboard + wandb (offline)),
-after a warm-up that compiles the train step and the report. It reports the
-ratio of the median wall times of whole runs (everything the callback costs:
-the per-batch hook, the synchronous dispatch it implies, the log write and
-the report at the start of each run), and the ratio of the median step times
-measured by a synchronous timing callback present in both variants (the
-per-batch cost alone). Separately it times one `WorldModel.report` at
-size12m on a 16 x 32 batch, as the reference does (median of repeats after
-the compile).
+`fit` runs without and with the callback (all outputs on: terminal, jsonl,
+tensorboard, wandb in offline mode), after a warm-up that compiles the train
+step and the report. A synchronous timing callback, present in both
+variants, gives the ratio of the median step times (the per-batch cost,
+including the synchronous dispatch the callback implies). The callback's own
+hooks are timed too: the per-batch hook, a log write, a report, and the fixed
+costs at the start (outputs, W&B start-up, the first report) and at the end
+(draining and closing outputs). From those parts it estimates the overhead of
+a run of `--run-steps` steps at the defaults (a write every 100 steps, a
+report every 1000 and one at the start), since short runs are dominated by
+the fixed costs. Separately it times one `WorldModel.report` at size12m on a
+16 x 32 batch, as the reference does (median of repeats after the compile).
 
-    python benchmarks/callback_overhead.py [--steps 120] [--rounds 2]
+    python benchmarks/callback_overhead.py [--steps 40] [--rounds 2]
 """
 
 import argparse
@@ -31,7 +33,6 @@ import keras
 import keras_dreamer as kd
 
 args = json.loads(sys.argv[1])
-B, T = args["batch"], args["length"]
 
 
 def batch(b, t, seed=0):
@@ -48,7 +49,25 @@ def batch(b, t, seed=0):
     return out
 
 
+if args["mode"] == "report":
+    wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset="size12m")
+    data = batch(16, 32, seed=1)
+    start = time.perf_counter()
+    wm.report(data)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args["rounds"]):
+        start = time.perf_counter()
+        wm.report(data)
+        times.append(time.perf_counter() - start)
+    print("RESULT " + json.dumps({**args, "first_s": round(first, 2),
+                                  "median_s": round(float(np.median(times)), 3)}))
+    sys.exit()
+
+B, T = args["batch"], args["length"]
 data = batch(B, T)
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
 
 
 class Repeat(keras.utils.PyDataset):
@@ -65,7 +84,6 @@ class Repeat(keras.utils.PyDataset):
 
 class Times(keras.callbacks.Callback):
     # Wall time between consecutive batch ends (synchronous in both variants).
-
     def __init__(self):
         super().__init__()
         self.ends = []
@@ -74,57 +92,75 @@ class Times(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-if args["mode"] == "report":
-    wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset="size12m")
-    report_batch = batch(16, 32, seed=1)
-    start = time.perf_counter()
-    wm.report(report_batch)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(args["rounds"]):
-        start = time.perf_counter()
-        wm.report(report_batch)
-        times.append(time.perf_counter() - start)
-    print("RESULT " + json.dumps({**args, "backend": keras.backend.backend(),
-          "first_s": round(first, 2), "median_s": round(float(np.median(times)), 3)}))
-    sys.exit()
+class TimedReportCallback(kd.DreamerReportCallback):
+    # The callback, with the time spent in each of its hooks recorded.
+    def __init__(self, **kwargs):
+        super().__init__(tempfile.mkdtemp(), **kwargs)
+        self.spent = {"begin": 0.0, "end": 0.0, "batch": [], "write": [], "report": []}
 
-os.environ["WANDB_MODE"] = "offline"
-os.environ["WANDB_SILENT"] = "true"
+    def on_train_begin(self, logs=None):
+        start = time.perf_counter()
+        super().on_train_begin(logs)
+        self.spent["begin"] += time.perf_counter() - start
+
+    def on_train_batch_end(self, batch, logs=None):
+        writes = self._log_schedule.last_time
+        reports = self._report_schedule.last_time
+        start = time.perf_counter()
+        super().on_train_batch_end(batch, logs)
+        seconds = time.perf_counter() - start
+        if self._report_schedule.last_time != reports:
+            self.spent["report"].append(seconds)
+        elif self._log_schedule.last_time != writes:
+            self.spent["write"].append(seconds)
+        else:
+            self.spent["batch"].append(seconds)
+
+    def on_train_end(self, logs=None):
+        start = time.perf_counter()
+        super().on_train_end(logs)
+        self.spent["end"] += time.perf_counter() - start
+
+
+def make_callback(**overrides):
+    return TimedReportCallback(
+        outputs=("terminal", "jsonl", "tensorboard", "wandb"),
+        report_data=batch(16, 32, seed=1), frames_per_step=B * T, **overrides)
+
+
 wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"])
 wm.compile()
-
-
-def report_callback():
-    return kd.DreamerReportCallback(
-        tempfile.mkdtemp(), outputs=("terminal", "jsonl", "tensorboard", "wandb"),
-        report_data=batch(16, 32, seed=1), frames_per_step=B * T)
-
-
-# Warm up: compile the train step and the report function.
-wm.fit(Repeat(2), epochs=1, verbose=0, callbacks=[report_callback()], shuffle=False)
-runs = {"without": [], "with": []}
+wm.fit(Repeat(2), epochs=1, verbose=0, callbacks=[make_callback()], shuffle=False)
 steps = {"without": [], "with": []}
-for round_ in range(args["rounds"]):
+spent = []
+for _ in range(args["rounds"]):
     for variant in ("without", "with"):
-        extra = [report_callback()] if variant == "with" else []
-        # A plain run (no timer) for the total, then a timed one for step medians.
-        start = time.perf_counter()
-        wm.fit(Repeat(args["steps"]), epochs=1, verbose=0, callbacks=extra, shuffle=False)
-        runs[variant].append(time.perf_counter() - start)
         timer = Times()
-        extra = [report_callback()] if variant == "with" else []
-        wm.fit(Repeat(args["steps"]), epochs=1, verbose=0, callbacks=[timer, *extra], shuffle=False)
+        callbacks = [timer]
+        if variant == "with":
+            # Write and report often enough to time them within a short run.
+            callbacks.append(make_callback(log_every=3, report_every=7))
+        wm.fit(Repeat(args["steps"]), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
         steps[variant].extend(np.diff(timer.ends))
+        if variant == "with":
+            spent.append(callbacks[1].spent)
 
-med0, med1 = float(np.median(steps["without"])), float(np.median(steps["with"]))
-run0, run1 = float(np.median(runs["without"])), float(np.median(runs["with"]))
+step0 = float(np.median(steps["without"]))
+step1 = float(np.median(steps["with"]))
+hook = float(np.median(np.concatenate([s["batch"] for s in spent])))
+write = float(np.median(np.concatenate([s["write"] for s in spent])))
+report = float(np.median(np.concatenate([s["report"] for s in spent])))
+begin = float(np.median([s["begin"] for s in spent]))
+end = float(np.median([s["end"] for s in spent]))
+n = args["run_steps"]
+extra = begin + end + n * hook + (n // 100) * write + (n // 1000) * report
 print("RESULT " + json.dumps({
-    **args, "backend": keras.backend.backend(),
-    "median_ms_without": round(1000 * med0, 2), "median_ms_with": round(1000 * med1, 2),
-    "median_ratio": round(med1 / med0, 4),
-    "run_s_without": round(run0, 2), "run_s_with": round(run1, 2),
-    "run_ratio": round(run1 / run0, 4),
+    **args,
+    "step_ms_without": round(1000 * step0, 1), "step_ms_with": round(1000 * step1, 1),
+    "step_ratio": round(step1 / step0, 4),
+    "hook_ms": round(1000 * hook, 3), "write_ms": round(1000 * write, 1),
+    "report_s": round(report, 3), "begin_s": round(begin, 2), "end_s": round(end, 2),
+    "default_overhead": round(extra / (n * step0), 4),
 }))
 """
 
@@ -133,10 +169,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"])
     parser.add_argument("--presets", nargs="+", default=["debug", "size1m"])
-    parser.add_argument("--steps", type=int, default=120, help="steps per fit run")
+    parser.add_argument("--steps", type=int, default=40, help="steps per fit run")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--length", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--run-steps", type=int, default=10_000)
     parser.add_argument("--skip-report", action="store_true")
     args = parser.parse_args()
     results = []
@@ -150,6 +187,7 @@ def main():
                 "rounds": args.rounds,
                 "batch": args.batch,
                 "length": args.length,
+                "run_steps": args.run_steps,
             }
             results.append(run_worker(WORKER, config))
             print(json.dumps(results[-1]), flush=True)
@@ -159,21 +197,23 @@ def main():
             print(json.dumps(results[-1]), flush=True)
     print()
     print(
-        "| backend | preset | median step ms without / with | median ratio | mean ratio |"
+        "| backend | preset | step ms without / with | step ratio | hook ms | write ms "
+        f"| report s | start + end s | overhead, {args.run_steps:,}-step run at defaults |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if r.get("mode") == "fit" and "error" not in r:
             print(
-                f"| {r['backend']} | {r['preset']} | {r['run_s_without']} / {r['run_s_with']} "
-                f"| {r['run_ratio']} | {r['median_ms_without']} / {r['median_ms_with']} "
-                f"| {r['median_ratio']} |"
+                f"| {r['backend']} | {r['preset']} | {r['step_ms_without']} / "
+                f"{r['step_ms_with']} | {r['step_ratio']} | {r['hook_ms']} | "
+                f"{r['write_ms']} | {r['report_s']} | {r['begin_s']} + {r['end_s']} | "
+                f"{100 * r['default_overhead']:.2f}% |"
             )
     for r in results:
         if r.get("mode") == "report" and "error" not in r:
             print(
                 f"\n{r['backend']}: one size12m report (16 x 32): {r['median_s']} s "
-                f"(first call with compile: {r['first_s']} s)"
+                f"(first call, with its compile: {r['first_s']} s)"
             )
 
 
