@@ -43,7 +43,7 @@ class Agg:
             keys added with `agg=None`.
         max_bytes: cap on the bytes kept per "stack"/"concat" key and window.
 
-    Example:
+    Examples:
         >>> agg = Agg(rules={"^episode/": "sum"})
         >>> agg.add({"loss": 1.0, "episode/score": 2.0})
         >>> agg.add({"loss": float("nan"), "episode/score": 3.0})
@@ -82,7 +82,7 @@ class Agg:
                 this window, a value that does not fit the mode (wrong shape,
                 a string to a reducer).
 
-        Example:
+        Examples:
             >>> agg = Agg()
             >>> agg.add("frames", np.zeros((2, 4)), prefix="video")
             >>> agg.add("frames", np.ones((3, 4)), prefix="video")
@@ -115,7 +115,7 @@ class Agg:
             as added (a numpy scalar for numbers); "stack" and "concat" numpy
             arrays.
 
-        Example:
+        Examples:
             >>> agg = Agg()
             >>> agg.add("x", 1)
             >>> agg.result(prefix="train")
