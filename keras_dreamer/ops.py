@@ -542,11 +542,8 @@ class FirstStepGuard:
     ends (JAX arrays are immutable, so nothing is copied) and `restore()`
     puts them back. On TensorFlow it does nothing.
 
-    Args:
-        model: the model whose `fit` is guarded.
-
-    Returns:
-        A `keras.callbacks.Callback` with a `restore()` method.
+    `FirstStepGuard(model)` returns a `keras.callbacks.Callback` with a
+    `restore()` method for the model whose `fit` it guards.
 
     Examples:
         What `WorldModel.fit` does:
