@@ -100,8 +100,9 @@ class WorldModel(keras.Model):
             `trainable`.
 
     Examples:
-        A tiny model on 16x16 images, trained for one step on one batch, then
-        used to observe, imagine, decode and report:
+        A tiny model on 16x16 images observes a batch, imagines from its
+        last state, decodes and reports (`wm.fit(batch)` trains it; see
+        `docs/training.md`):
 
         >>> import numpy as np
         >>> import keras_dreamer as kd
@@ -116,9 +117,6 @@ class WorldModel(keras.Model):
         ...     "is_last": np.zeros((2, 6), bool),
         ...     "is_terminal": np.zeros((2, 6), bool),
         ... }
-        >>> history = wm.fit(batch, epochs=1, verbose=0)
-        >>> "loss/image" in history.history and "opt/grad_norm" in history.history
-        True
         >>> carry, feat = wm.observe(wm.initial_carry(2), batch)
         >>> tuple(feat["deter"].shape), tuple(feat["stoch"].shape)
         ((2, 6, 8), (2, 6, 2, 4))
