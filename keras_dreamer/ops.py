@@ -48,10 +48,10 @@ def symexp(x):
     """The inverse of `symlog`: `sign(x) * (exp(|x|) - 1)`.
 
     Args:
-        x: a float tensor or array.
+        x: values in symlog space (a float tensor or array).
 
     Returns:
-        A tensor of the same shape.
+        The raw values, a tensor of the same shape.
 
     Examples:
         >>> import numpy as np

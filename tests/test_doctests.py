@@ -89,36 +89,44 @@ def test_no_example_is_skipped():
     assert not skipped, "examples must run:\n" + "\n".join(skipped)
 
 
-def test_every_public_class_and_function_has_an_example():
-    missing = []
+def documented_objects():
+    """Every public class and function of the package but the exceptions."""
     for name in MODULES:
         for qualname, value in public_objects(importlib.import_module(name)).items():
-            if qualname in NO_EXAMPLE:
-                continue
-            if "Examples:" not in (inspect.getdoc(value) or ""):
-                missing.append(qualname)
+            if qualname not in NO_EXAMPLE:
+                yield qualname, value
+
+
+def takes_arguments(value):
+    """Whether a function, or a class's own constructor, takes arguments."""
+    target = value.__init__ if inspect.isclass(value) else value
+    if inspect.isclass(value) and (
+        target is object.__init__ or issubclass(value, BaseException)
+    ):
+        return False  # no constructor of its own, or an exception's message
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return any(p not in ("self", "cls") for p in parameters)
+
+
+def test_every_public_class_and_function_has_an_example():
+    missing = [
+        qualname
+        for qualname, value in documented_objects()
+        if "Examples:" not in (inspect.getdoc(value) or "")
+    ]
     assert not missing, "no Examples section: " + ", ".join(missing)
 
 
 def test_documented_parameters():
     """Every public function (and class constructor) with parameters has Args."""
-    missing = []
-    for name in MODULES:
-        for qualname, value in public_objects(importlib.import_module(name)).items():
-            if qualname in NO_EXAMPLE:
-                continue
-            target = value.__init__ if inspect.isclass(value) else value
-            try:
-                parameters = inspect.signature(target).parameters
-            except (TypeError, ValueError):
-                continue
-            names = [p for p in parameters if p not in ("self", "cls")]
-            if inspect.isclass(value) and (
-                target is object.__init__ or issubclass(value, BaseException)
-            ):
-                names = []  # no constructor of its own, or an exception's message
-            if names and "Args:" not in (inspect.getdoc(value) or ""):
-                missing.append(qualname)
+    missing = [
+        qualname
+        for qualname, value in documented_objects()
+        if takes_arguments(value) and "Args:" not in (inspect.getdoc(value) or "")
+    ]
     assert not missing, "no Args section: " + ", ".join(missing)
 
 
