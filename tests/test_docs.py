@@ -13,6 +13,8 @@
 
 import ast
 import glob
+import html
+import importlib.util
 import inspect
 import os
 import re
@@ -56,6 +58,18 @@ for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
     line = text.count("\n", 0, match.start(1))
     exec(compile("\n" * line + match.group(1), path, "exec"), namespace)
 """
+
+
+def benchmark_result_files():
+    """The files docs/hooks.py includes in the benchmarks page."""
+    spec = importlib.util.spec_from_file_location(
+        "docs_hooks", os.path.join(DOCS, "hooks.py")
+    )
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    files = hooks.result_files(REPO)
+    assert files, "no benchmark results to include"
+    return files
 
 
 def pages_with_code():
@@ -121,7 +135,12 @@ def test_site_builds_strictly(tmp_path):
     assert "images/openloop_annotated.png" in openloop
     assert (site / "images" / "openloop_annotated.png").is_file()
     benchmarks = (site / "benchmarks" / "index.html").read_text()
-    assert "benchmark-results" not in benchmarks  # the hook replaced its marker
+    assert "<!-- benchmark-results -->" not in benchmarks  # the hook replaced it
+    for path in benchmark_result_files():
+        with open(path) as file:
+            title = next(line for line in file if line.startswith("#"))
+        title = html.escape(title.lstrip("#").strip().replace("`", ""), quote=False)
+        assert title in re.sub(r"</?code>", "", benchmarks), (path, title)
 
 
 @pytest.mark.parametrize("page", pages_with_code())
