@@ -19,15 +19,15 @@ class Agg:
     scalars -> "mean", arrays -> "concat".
 
     Modes:
-        "mean"/"avg", "sum", "min", "max": float64, elementwise for arrays
-            (every add must have the first add's shape). NaN updates are
-            skipped elementwise, so "mean" is a NaN-robust mean; the result is
-            NaN where no non-NaN value arrived.
-        "last": the latest value, as given (strings included).
-        "stack": `np.stack` of the added arrays (same shape; dtype kept, so
-            uint8 frames stay uint8).
-        "concat": `np.concatenate` along axis 0 (scalars count as length-1
-            arrays; trailing shapes must match; dtype kept).
+        - "mean"/"avg", "sum", "min", "max": float64, elementwise for arrays
+          (every add must have the first add's shape). NaN updates are
+          skipped elementwise, so "mean" is a NaN-robust mean; the result is
+          NaN where no non-NaN value arrived.
+        - "last": the latest value, as given (strings included).
+        - "stack": `np.stack` of the added arrays (same shape; dtype kept, so
+          uint8 frames stay uint8).
+        - "concat": `np.concatenate` along axis 0 (scalars count as length-1
+          arrays; trailing shapes must match; dtype kept).
 
     Memory stays bounded: "stack" and "concat" keep at most `max_bytes` per
     key and window. Past the cap, further adds are dropped ("concat" keeps the
