@@ -8,6 +8,7 @@ blank. Labels and smoothing are checked on the figure itself. The same logdir
 also checks that docs/logdir.md names every metric key a run writes.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -24,6 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 PANEL = (450, 320)  # pixels per panel: figsize (4.5, 3.2) inches at 100 dpi
 COLUMNS = 3
+DEBUG_GIN = os.path.join("gin_configs", "debug.gin")
 # Matplotlib's first two line colours (C0, C1).
 FIRST, SECOND = (31, 119, 180), (255, 127, 14)
 
@@ -49,13 +51,34 @@ def cli(*args, cwd=REPO, timeout=300):
     )
 
 
+def shared_directory(tmp_path_factory):
+    """A directory all xdist workers of this test session share (else private)."""
+    session = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if session is None:
+        return tmp_path_factory.mktemp("plot")
+    directory = tmp_path_factory.getbasetemp().parent / f"plot-{session}"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("plot") / "debug"
-    result = cli(
-        "train", "--logdir", logdir, "--gin_file", "gin_configs/debug.gin", timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    """The logdir of one debug run, trained once per session even under xdist.
+
+    Tests only read it (they copy it to change it), and write their plots to
+    their own tmp_path.
+    """
+    directory = shared_directory(tmp_path_factory)
+    logdir, done = directory / "debug", directory / "debug.done"
+    with open(directory / "debug.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker trains; the others wait
+        if not done.exists():
+            shutil.rmtree(logdir, ignore_errors=True)
+            result = cli(
+                "train", "--logdir", logdir, "--gin_file", DEBUG_GIN, timeout=600
+            )
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+            done.touch()
     return logdir
 
 
