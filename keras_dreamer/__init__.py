@@ -4,7 +4,7 @@ Set `KERAS_BACKEND` ("jax" or "tensorflow") before importing Keras or this
 package. Submodules load on first use, so `import keras_dreamer` is cheap and
 `keras_dreamer.logger` can be used without importing Keras at all.
 
-Example:
+Examples:
     >>> import keras_dreamer as kd
     >>> kd.Discrete(17)
     Discrete(17)

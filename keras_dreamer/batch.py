@@ -54,6 +54,29 @@ def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
 
     Returns:
         `(B, T)`, either of which may be None for symbolic shapes.
+
+    Raises:
+        ValueError: a missing key, or a key with the wrong shape or dtype
+            (the message names the key, the expected and the actual value),
+            or sequences shorter than `min_length`.
+
+    Examples:
+        >>> from keras_dreamer.spaces import Box, Discrete
+        >>> spaces = {"image": Box((8, 8, 3), 0, 255, "uint8")}
+        >>> batch = {
+        ...     "image": np.zeros((2, 5, 8, 8, 3), np.uint8),
+        ...     "action": np.zeros((2, 5, 3), np.float32),
+        ...     "reward": np.zeros((2, 5), np.float32),
+        ...     "is_first": np.zeros((2, 5), bool),
+        ...     "is_terminal": np.zeros((2, 5), bool),
+        ... }
+        >>> check_batch(batch, spaces, Discrete(3))
+        (2, 5)
+        >>> batch["image"] = np.zeros((2, 5, 16, 16, 3), np.uint8)
+        >>> check_batch(batch, spaces, Discrete(3))
+        Traceback (most recent call last):
+        ...
+        ValueError: Batch key 'image' has shape (2, 5, 16, 16, 3), expected ...
     """
     if not isinstance(batch, dict):
         raise ValueError(

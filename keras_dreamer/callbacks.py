@@ -136,7 +136,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         report_at_start: report once when training begins (the untrained
             baseline); a resumed run may turn it off.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> callback = DreamerReportCallback(
         ...     tempfile.mkdtemp(), outputs=("jsonl",), log_every=10, report_data=None)

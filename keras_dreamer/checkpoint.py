@@ -26,7 +26,24 @@ REPLAY_DIR = "replay"
 
 
 def checkpoint_dirs(directory):
-    """Complete checkpoint directories in `directory`, oldest first."""
+    """Complete checkpoint directories in `directory`, oldest first.
+
+    Args:
+        directory: the checkpoint root (`LOGDIR/ckpt`); it may not exist.
+
+    Returns:
+        A list of paths (directories named by their zero-padded step that
+        hold a `state.json`); half-written `.tmp-*` directories are skipped.
+
+    Examples:
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> for name in ("0000000500", "0000001000", ".tmp-0000001500-1"):
+        ...     os.makedirs(os.path.join(root, name))
+        ...     open(os.path.join(root, name, STATE_FILE), "w").close()
+        >>> [os.path.basename(p) for p in checkpoint_dirs(root)]
+        ['0000000500', '0000001000']
+    """
     if not os.path.isdir(directory):
         return []
     names = [n for n in os.listdir(directory) if n.isdigit()]
@@ -39,7 +56,19 @@ def checkpoint_dirs(directory):
 
 
 def latest(directory):
-    """The newest complete checkpoint directory, or None."""
+    """The newest complete checkpoint directory, or None.
+
+    Args:
+        directory: the checkpoint root (`LOGDIR/ckpt`).
+
+    Returns:
+        The path of the highest-step complete checkpoint, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> latest(tempfile.mkdtemp()) is None
+        True
+    """
     dirs = checkpoint_dirs(directory)
     return dirs[-1] if dirs else None
 
@@ -58,6 +87,15 @@ def save(directory, model, step, state=None, replay=None, keep=2):
 
     Returns:
         The path of the new checkpoint directory.
+
+    Examples:
+        >>> import tempfile
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> root = tempfile.mkdtemp()
+        >>> path = save(root, model, step=1000, state={"env_steps": 32000})
+        >>> os.path.basename(path), sorted(os.listdir(path))
+        ('0000001000', ['model.weights.h5', 'state.json'])
     """
     os.makedirs(directory, exist_ok=True)
     if replay is not None:
@@ -96,8 +134,23 @@ def read_state(path):
 def restore(path, model):
     """Loads a checkpoint written by `save` into `model` (built and compiled).
 
+    Args:
+        path: a checkpoint directory (e.g. `latest(LOGDIR/ckpt)`).
+        model: a built and compiled model of the same architecture.
+
     Returns:
         The checkpoint's state dict (with `step`).
+
+    Examples:
+        >>> import tempfile
+        >>> def make():
+        ...     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        ...     model.compile(optimizer="sgd", loss="mse")
+        ...     return model
+        >>> path = save(tempfile.mkdtemp(), make(), step=7, state={"env_steps": 3})
+        >>> state = restore(path, make())
+        >>> state["step"], state["env_steps"]
+        (7, 3)
     """
     state = read_state(path)
     if not model.optimizer.built:
@@ -135,6 +188,18 @@ class Checkpointer(keras.callbacks.Callback):
         state_fn: callable returning the extra JSON state to save.
         replay: the replay to save with each checkpoint.
         keep: checkpoints to keep.
+
+    Examples:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> root = tempfile.mkdtemp()
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x, y = np.zeros((8, 2)), np.zeros((8, 1))
+        >>> saver = Checkpointer(root, save_every=4)
+        >>> _ = model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[saver])
+        >>> [os.path.basename(p) for p in checkpoint_dirs(root)]
+        ['0000000004', '0000000008']
     """
 
     def __init__(self, directory, save_every, state_fn=None, replay=None, keep=2):

@@ -23,14 +23,34 @@ DEFAULT_GIN = "default.gin"
 
 
 class UsageError(Exception):
-    """Bad usage or configuration: printed as one line, exit code 2."""
+    """Bad usage or configuration: printed as one line, exit code 2.
+
+    Examples:
+        >>> main(["plot", "/nonexistent/run"])  # prints the error to stderr
+        2
+    """
 
 
 def main(argv=None):
     """Runs the command line with `argv` (default: `sys.argv[1:]`).
 
+    Args:
+        argv: the arguments after `keras-dreamer`, e.g.
+            `["train", "--logdir", "runs/x"]`.
+
     Returns:
-        The exit code.
+        The exit code: 0 success, 1 training failure, 2 bad usage or
+        configuration.
+
+    Examples:
+        >>> import json, os, tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> with open(os.path.join(run, "metrics.jsonl"), "w") as file:
+        ...     _ = file.write(json.dumps({"step": 10, "train/loss": 1.5}) + "\\n")
+        >>> out = os.path.join(run, "loss.png")
+        >>> main(["plot", run, "--keys", "loss", "--out", out])
+        wrote .../loss.png
+        0
     """
     parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -87,12 +107,20 @@ def _parser():
 def select_backend(name):
     """Sets `KERAS_BACKEND` (if `name`) and checks that its package is installed.
 
+    Args:
+        name: "jax", "tensorflow", or None to keep `KERAS_BACKEND` (or
+            Keras's default, TensorFlow).
+
     Returns:
         The backend name.
 
     Raises:
         UsageError: Keras already runs another backend, or the backend's
             package is missing (the message names the extra to install).
+
+    Examples:
+        >>> select_backend(None) == os.environ.get("KERAS_BACKEND", "tensorflow")
+        True
     """
     if name:
         loaded = sys.modules.get("keras")
@@ -117,7 +145,22 @@ def select_backend(name):
 
 
 def resolve_gin_file(name):
-    """A gin file as given, else from the packaged configs (`.gin` optional)."""
+    """A gin file as given, else from the packaged configs (`.gin` optional).
+
+    Args:
+        name: a path, or the name of a packaged config ("debug.gin",
+            "crafter").
+
+    Returns:
+        The path of an existing file.
+
+    Raises:
+        UsageError: no such file; the message lists the packaged configs.
+
+    Examples:
+        >>> os.path.basename(resolve_gin_file("crafter"))
+        'crafter.gin'
+    """
     candidates = [
         name,
         os.path.join(GIN_DIR, name),

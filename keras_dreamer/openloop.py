@@ -18,7 +18,21 @@ TAIL_FRAMES = 10
 
 
 def error_frames(truth, model):
-    """`(model - truth + 255) / 2` as uint8 (127 for a perfect prediction)."""
+    """`(model - truth + 255) / 2` as uint8 (127 for a perfect prediction).
+
+    Args:
+        truth: uint8 array, the real frames.
+        model: uint8 array of the same shape, the predicted frames.
+
+    Returns:
+        uint8 array of the same shape: 127 where exact, darker where the
+        model is too dark, brighter where it is too bright.
+
+    Examples:
+        >>> truth = np.uint8([0, 100, 255])
+        >>> error_frames(truth, np.uint8([0, 0, 255])).tolist()
+        [127, 77, 127]
+    """
     diff = model.astype(np.int32) - truth.astype(np.int32) + 255
     return (diff // 2).astype(np.uint8)
 
@@ -41,7 +55,7 @@ def compose(truth, model, observed):
         ValueError: on mismatched shapes, a wrong rank or dtype, or `observed`
             outside `[0, T]`.
 
-    Example:
+    Examples:
         >>> truth = np.zeros((2, 4, 8, 8, 3), np.uint8)
         >>> compose(truth, truth, observed=2).shape
         (14, 28, 24, 3)
@@ -81,7 +95,18 @@ def compose(truth, model, observed):
 
 
 def to_uint8_frames(frames):
-    """Float images in [0, 1] as uint8 `clip(255 * x)` (uint8 passes through)."""
+    """Float images in [0, 1] as uint8 `clip(255 * x)` (uint8 passes through).
+
+    Args:
+        frames: float array in [0, 1] or uint8 array.
+
+    Returns:
+        uint8 array of the same shape.
+
+    Examples:
+        >>> to_uint8_frames(np.float32([0.0, 0.5, 1.2])).tolist()
+        [0, 127, 255]
+    """
     frames = np.asarray(frames)
     if frames.dtype == np.uint8:
         return frames

@@ -14,17 +14,51 @@ _TINY = 1e-20
 
 
 def backend():
-    """The active Keras backend name ("jax" or "tensorflow")."""
+    """The active Keras backend name ("jax" or "tensorflow").
+
+    Returns:
+        The value of `keras.backend.backend()`.
+
+    Examples:
+        >>> import keras
+        >>> backend() == keras.backend.backend()
+        True
+    """
     return keras_backend.backend()
 
 
 def symlog(x):
-    """`sign(x) * log(1 + |x|)`: compresses large magnitudes, identity near 0."""
+    """`sign(x) * log(1 + |x|)`: compresses large magnitudes, identity near 0.
+
+    Args:
+        x: a float tensor or array.
+
+    Returns:
+        A tensor of the same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(symlog(np.float32([-9.0, 0.0, 99.0])), float).round(3).tolist()
+        [-2.303, 0.0, 4.605]
+    """
     return ops.sign(x) * ops.log1p(ops.abs(x))
 
 
 def symexp(x):
-    """The inverse of `symlog`: `sign(x) * (exp(|x|) - 1)`."""
+    """The inverse of `symlog`: `sign(x) * (exp(|x|) - 1)`.
+
+    Args:
+        x: values in symlog space (a float tensor or array).
+
+    Returns:
+        The raw values, a tensor of the same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.float32([-9.0, 99.0])
+        >>> np.asarray(symexp(symlog(x)), float).round(3).tolist()
+        [-9.0, 99.0]
+    """
     return ops.sign(x) * ops.expm1(ops.abs(x))
 
 
@@ -45,6 +79,16 @@ def twohot_bins(num_bins=255, low=-20.0):
 
     Returns:
         np.ndarray of shape `(num_bins,)`, ascending.
+
+    Raises:
+        ValueError: `num_bins` is even or smaller than 3.
+
+    Examples:
+        >>> bins = twohot_bins(255)
+        >>> bins.shape, float(bins[127]), float(bins[0]) == -float(bins[-1])
+        ((255,), 0.0, True)
+        >>> twohot_bins(5, low=-2.0).astype(float).round(3).tolist()
+        [-6.389, -1.718, 0.0, 1.718, 6.389]
     """
     if num_bins < 3 or num_bins % 2 == 0:
         raise ValueError(f"num_bins must be odd and >= 3, got {num_bins}.")
@@ -64,6 +108,12 @@ def twohot_encode(x, bins):
     Returns:
         Float32 tensor of shape `x.shape + (K,)` whose last axis sums to 1 and
         whose expectation over `bins` equals `x` (clipped to the bin range).
+
+    Examples:
+        >>> import numpy as np
+        >>> code = twohot_encode(np.float32([0.5]), np.float32([-1.0, 0.0, 1.0]))
+        >>> np.asarray(code).tolist()
+        [[0.0, 0.5, 0.5]]
     """
     x = ops.cast(x, "float32")
     bins = ops.convert_to_tensor(bins, "float32")
@@ -96,6 +146,15 @@ def twohot_mean(logits, bins):
 
     Returns:
         Float32 tensor `[...]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> bins = twohot_bins(255)
+        >>> float(np.asarray(twohot_mean(np.zeros((255,), "float32"), bins)))
+        0.0
+        >>> logits = np.log(np.asarray(twohot_encode(np.float32(3.0), bins)) + 1e-30)
+        >>> round(float(np.asarray(twohot_mean(logits, bins))), 4)
+        3.0
     """
     probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
     bins = ops.convert_to_tensor(bins, "float32")
@@ -107,7 +166,25 @@ def twohot_mean(logits, bins):
 
 
 def twohot_loss(logits, target, bins):
-    """Cross-entropy between `softmax(logits)` and the two-hot code of `target`."""
+    """Cross-entropy between `softmax(logits)` and the two-hot code of `target`.
+
+    The reward loss of DreamerV3; no gradient flows into the target code.
+
+    Args:
+        logits: float tensor `[..., K]`.
+        target: float tensor `[...]` of raw (not symlog) values.
+        bins: the bins, shape `(K,)`.
+
+    Returns:
+        Float32 tensor `[...]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> bins = np.float32([-1.0, 0.0, 1.0])
+        >>> loss = twohot_loss(np.zeros((3,), "float32"), np.float32(0.0), bins)
+        >>> round(float(np.asarray(loss)), 4)  # log(3): uniform prediction
+        1.0986
+    """
     code = twohot_encode(target, bins)
     logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
     return -ops.sum(ops.stop_gradient(code) * logp, -1)
@@ -121,6 +198,19 @@ def unimix_logits(logits, unimix=0.01):
     """Log-probabilities of `(1 - unimix) * softmax(logits) + unimix / K`.
 
     Computed in float32; the result is normalised (a valid log-probability).
+
+    Args:
+        logits: float tensor `[..., K]`.
+        unimix: weight of the uniform mixture (0 disables it).
+
+    Returns:
+        Float32 log-probabilities `[..., K]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.float32([0.0, -1e9])  # all mass on class 0
+        >>> np.exp(np.asarray(unimix_logits(logits, 0.01), float)).round(3).tolist()
+        [0.995, 0.005]
     """
     logits = ops.cast(logits, "float32")
     if not unimix:
@@ -132,7 +222,24 @@ def unimix_logits(logits, unimix=0.01):
 
 
 def straight_through(onehot, logits):
-    """`onehot` in the forward pass, the gradient of `softmax(logits)` backward."""
+    """`onehot` in the forward pass, the gradient of `softmax(logits)` backward.
+
+    Computes `onehot + probs - stop_gradient(probs)` with
+    `probs = softmax(logits)`.
+
+    Args:
+        onehot: float32 one-hot tensor `[..., K]`.
+        logits: float tensor `[..., K]`.
+
+    Returns:
+        Float32 tensor equal to `onehot` whose gradient is that of `probs`.
+
+    Examples:
+        >>> import numpy as np
+        >>> sample = straight_through(np.float32([0, 1]), np.float32([0.0, 0.0]))
+        >>> np.asarray(sample).tolist()
+        [0.0, 1.0]
+    """
     probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
     return onehot + (probs - ops.stop_gradient(probs))
 
@@ -150,6 +257,13 @@ def sample_onehot(logits, noise):
 
     Returns:
         Float32 one-hot tensor `[..., K]` with straight-through gradients.
+
+    Examples:
+        >>> import numpy as np
+        >>> logits = np.float32([[0.0, 5.0, 0.0]])
+        >>> noise = np.random.default_rng(0).uniform(size=(1, 3))
+        >>> np.asarray(sample_onehot(logits, noise)).tolist()
+        [[0.0, 1.0, 0.0]]
     """
     logits = ops.cast(logits, "float32")
     noise = ops.clip(ops.cast(noise, "float32"), _TINY, 1.0 - 1e-7)
@@ -160,7 +274,19 @@ def sample_onehot(logits, noise):
 
 
 def mode_onehot(logits):
-    """Straight-through one-hot of the most likely class."""
+    """Straight-through one-hot of the most likely class.
+
+    Args:
+        logits: float tensor `[..., K]`.
+
+    Returns:
+        Float32 one-hot tensor `[..., K]` with straight-through gradients.
+
+    Examples:
+        >>> import numpy as np
+        >>> np.asarray(mode_onehot(np.float32([0.1, 2.0, -1.0]))).tolist()
+        [0.0, 1.0, 0.0]
+    """
     logits = ops.cast(logits, "float32")
     index = ops.argmax(logits, axis=-1)
     return straight_through(
@@ -169,20 +295,64 @@ def mode_onehot(logits):
 
 
 def categorical_kl(p_logits, q_logits):
-    """`KL(p || q)` over the last axis, for (possibly unnormalised) logits."""
+    """`KL(p || q)` over the last axis, for (possibly unnormalised) logits.
+
+    Args:
+        p_logits: float tensor `[..., K]`.
+        q_logits: float tensor `[..., K]`.
+
+    Returns:
+        Float32 tensor `[...]`, non-negative.
+
+    Examples:
+        >>> import numpy as np
+        >>> p = np.log(np.float32([0.5, 0.5]))
+        >>> q = np.log(np.float32([0.9, 0.1]))
+        >>> round(float(np.asarray(categorical_kl(p, q))), 4)
+        0.5108
+    """
     logp = ops.log_softmax(ops.cast(p_logits, "float32"), axis=-1)
     logq = ops.log_softmax(ops.cast(q_logits, "float32"), axis=-1)
     return ops.sum(ops.exp(logp) * (logp - logq), -1)
 
 
 def categorical_entropy(logits):
-    """Entropy over the last axis, for (possibly unnormalised) logits."""
+    """Entropy over the last axis, for (possibly unnormalised) logits.
+
+    Args:
+        logits: float tensor `[..., K]`.
+
+    Returns:
+        Float32 tensor `[...]` in nats.
+
+    Examples:
+        >>> import numpy as np
+        >>> round(float(np.asarray(categorical_entropy(np.zeros((4,), "float32")))), 4)
+        1.3863
+    """
     logp = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
     return -ops.sum(ops.exp(logp) * logp, -1)
 
 
 def binary_logprob(logits, target):
-    """Log-likelihood of a (soft) binary `target` under Bernoulli `logits`."""
+    """Log-likelihood of a (soft) binary `target` under Bernoulli `logits`.
+
+    `target * log(sigmoid(logits)) + (1 - target) * log(sigmoid(-logits))`;
+    the continue loss is its negation.
+
+    Args:
+        logits: float tensor.
+        target: float tensor of the same shape, values in [0, 1].
+
+    Returns:
+        Float32 tensor of the same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> logprob = binary_logprob(np.float32(0.0), np.float32(1.0))
+        >>> round(float(np.asarray(logprob)), 4)  # log(0.5)
+        -0.6931
+    """
     logits = ops.cast(logits, "float32")
     target = ops.cast(target, "float32")
     return target * ops.log_sigmoid(logits) + (1.0 - target) * ops.log_sigmoid(-logits)
@@ -212,6 +382,15 @@ def scan(fn, init, xs, unroll=1):
 
     Returns:
         `(final_carry, ys)` with every leaf of `ys` stacked to `[T, ...]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> def step(total, x):
+        ...     total = total + x
+        ...     return total, {"running": total}
+        >>> total, ys = scan(step, np.float32(0.0), np.float32([1.0, 2.0, 3.0]))
+        >>> float(np.asarray(total)), np.asarray(ys["running"]).tolist()
+        (6.0, [1.0, 3.0, 6.0])
     """
     if backend() == "jax":
         return ops.scan(fn, init, xs, unroll=unroll)
@@ -271,6 +450,15 @@ def compile_function(layer, fn):
 
     Returns:
         A callable with the signature of `fn`.
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> layer = keras.layers.Dense(2, kernel_initializer="ones")
+        >>> layer.build((None, 3))
+        >>> double = compile_function(layer, lambda x: 2.0 * layer(x))
+        >>> np.asarray(double(np.ones((1, 3), "float32"))).tolist()
+        [[6.0, 6.0]]
     """
     if backend() == "jax":
         import jax
@@ -315,6 +503,15 @@ def add_optimizer_logs(model, step_output):
 
     Returns:
         `step_output` with the optimizer's log values merged into the logs.
+
+    Examples:
+        A `Model.train_step` override that logs `opt/grad_norm` and
+        `opt/lr` (this is what `WorldModel.train_step` does):
+
+        >>> import keras
+        >>> class Model(keras.Model):
+        ...     def train_step(self, *args, **kwargs):
+        ...         return add_optimizer_logs(self, super().train_step(*args, **kwargs))
     """
     optimizer = getattr(model, "optimizer", None)
     log_variables = getattr(optimizer, "log_variables", None)
@@ -344,6 +541,19 @@ class FirstStepGuard:
     references to the values from `on_train_begin` until the first batch
     ends (JAX arrays are immutable, so nothing is copied) and `restore()`
     puts them back. On TensorFlow it does nothing.
+
+    `FirstStepGuard(model)` returns a `keras.callbacks.Callback` with a
+    `restore()` method for the model whose `fit` it guards.
+
+    Examples:
+        What `WorldModel.fit` does:
+
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> guard = FirstStepGuard(model)
+        >>> # try: model.fit(x, y, callbacks=[guard])
+        >>> # except BaseException: guard.restore(); raise
+        >>> guard.restore()  # nothing saved yet: a no-op
     """
 
     def __new__(cls, model):

@@ -12,8 +12,8 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         learning_rate: the rate after the warm-up.
         warmup: number of steps of the ramp.
 
-    Example:
-        >>> float(LinearWarmup(1e-3, 10)(5))
+    Examples:
+        >>> round(float(LinearWarmup(1e-3, 10)(5)), 8)
         0.0005
     """
 
@@ -60,7 +60,7 @@ class LaProp(keras.optimizers.Optimizer):
         name: optimizer name.
         **kwargs: forwarded to `keras.optimizers.Optimizer`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
         >>> model.compile(optimizer=LaProp(learning_rate=1e-3, warmup=10), loss="mse")

@@ -20,6 +20,16 @@ def load_metrics(logdir):
 
     Raises:
         OSError: there is no `metrics.jsonl` in `logdir`.
+
+    Examples:
+        >>> import tempfile
+        >>> run = tempfile.mkdtemp()
+        >>> with open(os.path.join(run, "metrics.jsonl"), "w") as file:
+        ...     _ = file.write('{"step": 10, "train/loss": 2.0}\\n')
+        ...     _ = file.write('{"step": 20, "train/loss": null}\\n')
+        >>> steps, values = load_metrics(run)["train/loss"]
+        >>> steps.tolist(), values.tolist()
+        ([10.0, 20.0], [2.0, nan])
     """
     path = os.path.join(logdir, "metrics.jsonl")
     if not os.path.isfile(path):
@@ -46,7 +56,19 @@ def load_metrics(logdir):
 
 
 def smooth(values, window):
-    """Moving average over `window` points (shorter at the start), NaN-aware."""
+    """Moving average over `window` points (shorter at the start), NaN-aware.
+
+    Args:
+        values: 1-D float array.
+        window: number of points averaged (1: no smoothing).
+
+    Returns:
+        A float array of the same length; NaN values are skipped.
+
+    Examples:
+        >>> smooth(np.array([1.0, 3.0, np.nan, 5.0]), 2).tolist()
+        [1.0, 2.0, 3.0, 5.0]
+    """
     if window <= 1 or len(values) < 2:
         return values
     finite = np.isfinite(values)
@@ -63,8 +85,21 @@ def smooth(values, window):
 def select_keys(runs, patterns):
     """Keys of any run matching any pattern (`re.search`), sorted.
 
+    Args:
+        runs: dict of run label to the `load_metrics` result.
+        patterns: regexes of the keys wanted.
+
+    Returns:
+        The matching keys, in the order of the patterns (each pattern's
+        matches sorted), without repeats.
+
     Raises:
         ValueError: a pattern matches no key (the message lists the keys).
+
+    Examples:
+        >>> runs = {"a": {"train/loss": None, "train/loss/image": None, "fps": None}}
+        >>> select_keys(runs, ["^train/loss"])
+        ['train/loss', 'train/loss/image']
     """
     available = sorted({key for run in runs.values() for key in run})
     keys = []
@@ -92,7 +127,7 @@ def plot_runs(logdirs, patterns, out="plot.png", window=1):
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> import tempfile, json, os
         >>> run = tempfile.mkdtemp()
         >>> with open(os.path.join(run, "metrics.jsonl"), "w") as f:

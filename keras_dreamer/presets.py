@@ -96,7 +96,7 @@ def resolve(preset=None, **overrides):
         ValueError: for an unknown preset name (the message lists the valid
             ones) or an unknown hyperparameter.
 
-    Example:
+    Examples:
         >>> resolve("size12m", hidden=128)["deter"]
         2048
     """

@@ -20,7 +20,7 @@ class Discrete:
     Args:
         n: number of choices, at least 1.
 
-    Example:
+    Examples:
         >>> space = Discrete(4)
         >>> space.encode(2).tolist()
         [0.0, 0.0, 1.0, 0.0]
@@ -129,7 +129,7 @@ class Box:
         high: upper bound, likewise.
         dtype: numpy dtype name, `"float32"` by default.
 
-    Example:
+    Examples:
         >>> Box((64, 64, 3), 0, 255, "uint8").width
         12288
     """
@@ -253,7 +253,21 @@ def _from_jsonable(value):
 
 
 def space_from_config(config):
-    """Rebuild a space from the dict its `get_config()` returned."""
+    """Rebuild a space from the dict its `get_config()` returned.
+
+    Args:
+        config: a dict from `Discrete.get_config()` or `Box.get_config()`.
+
+    Returns:
+        A `Discrete` or `Box`.
+
+    Raises:
+        ValueError: the dict describes neither.
+
+    Examples:
+        >>> space_from_config(Box((2,), -1, 1).get_config())
+        Box((2,), -1.0, 1.0, float32)
+    """
     config = dict(config)
     kind = config.pop("class_name", None)
     if kind == "Discrete":
@@ -274,8 +288,21 @@ def as_obs_space(value, key="observation"):
     Accepts a `Box`, a `Discrete`, or a shape tuple: a shape of rank 2 or 3 is
     a uint8 image in [0, 255]; any other rank is an unbounded float32 vector.
 
+    Args:
+        value: the entry (a space, a space config dict or a shape).
+        key: the observation key, for error messages.
+
+    Returns:
+        A `Box` or `Discrete`.
+
     Raises:
         ValueError: if the value is none of these.
+
+    Examples:
+        >>> as_obs_space((64, 64, 3))
+        Box((64, 64, 3), 0.0, 255.0, uint8)
+        >>> as_obs_space((5,))
+        Box((5,), -inf, inf, float32)
     """
     if isinstance(value, (Box, Discrete)):
         return value
@@ -294,7 +321,21 @@ def as_obs_space(value, key="observation"):
 
 
 def as_act_space(value):
-    """Interpret an action space: a `Discrete`, a `Box`, or an int (`Discrete`)."""
+    """Interpret an action space: a `Discrete`, a `Box`, or an int (`Discrete`).
+
+    Args:
+        value: a space, a space config dict or an int.
+
+    Returns:
+        A `Discrete` or `Box`.
+
+    Raises:
+        ValueError: if the value is none of these.
+
+    Examples:
+        >>> as_act_space(18)
+        Discrete(18)
+    """
     if isinstance(value, (Box, Discrete)):
         return value
     if isinstance(value, dict) and "class_name" in value:

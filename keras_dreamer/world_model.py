@@ -28,6 +28,18 @@ class StepValues(keras.metrics.Metric):
 
     Keras's loss tracker reports a running mean since the epoch start; this
     metric makes the train logs carry each step's own values instead.
+
+    Args:
+        names: the names of the scalars (the keys of `result()`).
+        name: the metric's name.
+        **kwargs: forwarded to `keras.metrics.Metric`.
+
+    Examples:
+        >>> values = StepValues(["loss", "loss/image"])
+        >>> values.update_state({"loss": 2.0, "loss/image": 1.5})
+        >>> values.update_state({"loss": 1.0, "loss/image": 0.5})
+        >>> {k: float(v) for k, v in values.result().items()}
+        {'loss': 1.0, 'loss/image': 0.5}
     """
 
     def __init__(self, names, name="step_values", **kwargs):
@@ -87,14 +99,32 @@ class WorldModel(keras.Model):
             `loss_scales={"dyn": 0.5}`) and Keras's `name`, `dtype`,
             `trainable`.
 
-    Example:
+    Examples:
+        A tiny model on 16x16 images observes a batch, imagines from its
+        last state, decodes and reports (`wm.fit(batch)` trains it; see
+        `docs/training.md`):
+
+        >>> import numpy as np
         >>> import keras_dreamer as kd
-        >>> wm = kd.WorldModel({"image": (16, 16, 3)}, kd.Discrete(3), preset="debug",
-        ...                    mults=(2, 2))
+        >>> wm = kd.WorldModel({"image": (16, 16, 3)}, kd.Discrete(3),
+        ...                    preset="debug", mults=(4, 4))
         >>> wm.compile()
-        >>> carry = wm.initial_carry(2)
-        >>> tuple(carry["deter"].shape)
-        (2, 8)
+        >>> batch = {
+        ...     "image": np.zeros((2, 6, 16, 16, 3), np.uint8),
+        ...     "action": np.eye(3, dtype=np.float32)[np.zeros((2, 6), int)],
+        ...     "reward": np.zeros((2, 6), np.float32),
+        ...     "is_first": np.eye(6, dtype=bool)[[0, 0]],
+        ...     "is_last": np.zeros((2, 6), bool),
+        ...     "is_terminal": np.zeros((2, 6), bool),
+        ... }
+        >>> carry, feat = wm.observe(wm.initial_carry(2), batch)
+        >>> tuple(feat["deter"].shape), tuple(feat["stoch"].shape)
+        ((2, 6, 8), (2, 6, 2, 4))
+        >>> carry, imagined = wm.imagine(carry, batch["action"][:, :3])
+        >>> tuple(wm.decode(imagined)["image"].shape)
+        (2, 3, 16, 16, 3)
+        >>> wm.report(batch)["openloop/image"].shape
+        (16, 52, 40, 3)
     """
 
     def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):

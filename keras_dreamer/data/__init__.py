@@ -1,6 +1,6 @@
 """Data: the replay, the online collector and the offline dataset.
 
-Example:
+Examples:
     >>> import keras_dreamer as kd
     >>> collector = kd.data.Collector("default", batch_size=2, batch_length=8,
     ...                               replay=kd.data.Replay(1000), seed=0)

@@ -22,7 +22,7 @@ class RandomPolicy:
         act_space: the action space (`Discrete` or `Box`).
         seed: int seed, or None.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_dreamer.spaces import Discrete
         >>> policy = RandomPolicy(Discrete(3), seed=0)
@@ -95,7 +95,7 @@ class Collector(ReplayDataset):
         **kwargs: `keras.utils.PyDataset` options (`workers`,
             `max_queue_size`).
 
-    Example:
+    Examples:
         >>> import keras_dreamer as kd
         >>> collector = kd.data.Collector(kd.envs.make("default", size=16),
         ...                               batch_size=2, batch_length=8, seed=0)

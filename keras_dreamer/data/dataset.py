@@ -33,7 +33,7 @@ def batch_spec(obs_space, act_space, batch_size, batch_length):
         `{key: ArraySpec(shape, dtype)}` for every obs key, `action`
         (float32 [B, T, A]), `reward` (float32 [B, T]) and the bool flags.
 
-    Example:
+    Examples:
         >>> from keras_dreamer.spaces import Box, Discrete
         >>> spec = batch_spec({"image": Box((64, 64, 3), 0, 255, "uint8")},
         ...                   Discrete(3), 16, 64)
@@ -74,7 +74,7 @@ class ReplayDataset(keras.utils.PyDataset):
         **kwargs: `keras.utils.PyDataset` options (`workers`,
             `max_queue_size`).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_dreamer.spaces import Box, Discrete
         >>> replay = Replay(100)
@@ -162,9 +162,22 @@ class OfflineDataset(ReplayDataset):
         CorruptReplayError: naming the file, if the directory is unreadable.
         ValueError: if no saved stream holds `batch_length` steps.
 
-    Example:
-        >>> data = OfflineDataset("replay_dir", 16, 64, seed=0)  # doctest: +SKIP
-        >>> model.fit(data, steps_per_epoch=100, epochs=10)  # doctest: +SKIP
+    Examples:
+        Save a replay, then train from it with no env
+        (`model.fit(data, steps_per_epoch=100)`):
+
+        >>> import tempfile
+        >>> replay = Replay(1000)
+        >>> for t in range(20):
+        ...     replay.add({"image": np.zeros((8, 8, 3), np.uint8),
+        ...                 "action": np.float32([1, 0]), "reward": 0.0,
+        ...                 "is_first": t == 0, "is_last": False,
+        ...                 "is_terminal": False})
+        >>> directory = tempfile.mkdtemp()
+        >>> _ = replay.save(directory)
+        >>> data = OfflineDataset(directory, batch_size=4, batch_length=10, seed=0)
+        >>> data.act_space, data[0]["image"].shape
+        (Discrete(2), (4, 10, 8, 8, 3))
     """
 
     def __init__(

@@ -41,7 +41,22 @@ def _locked(method):
 
 
 class CorruptReplayError(ValueError):
-    """A saved replay file could not be read; the message names the file."""
+    """A saved replay file could not be read; the message names the file.
+
+    A subclass of `ValueError`. `Replay.load(directory, strict=False)` keeps
+    every readable chunk and warns instead of raising.
+
+    Examples:
+        >>> import tempfile
+        >>> directory = tempfile.mkdtemp()
+        >>> with open(os.path.join(directory, "replay.json"), "w") as file:
+        ...     _ = file.write("{not json")
+        >>> try:
+        ...     Replay.from_directory(directory)
+        ... except CorruptReplayError as error:
+        ...     print("replay.json" in str(error))
+        True
+    """
 
 
 class _Chunk:
@@ -88,7 +103,7 @@ class Replay:
             saved file.
         seed: int seed of the sampling, or None.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> replay = Replay(capacity=100, chunk_size=16, seed=0)
         >>> for t in range(20):
@@ -410,8 +425,17 @@ class Replay:
         Returns:
             A `Replay`.
 
-        Example:
-            >>> replay = Replay.from_directory("replay_dir")  # doctest: +SKIP
+        Examples:
+            >>> import tempfile
+            >>> replay = Replay(100)
+            >>> for t in range(5):
+            ...     replay.add({"vector": np.float32([t]), "action": np.float32([1]),
+            ...                 "reward": 0.0, "is_first": t == 0, "is_last": False,
+            ...                 "is_terminal": False})
+            >>> directory = tempfile.mkdtemp()
+            >>> _ = replay.save(directory)
+            >>> len(Replay.from_directory(directory))
+            5
         """
         manifest = _read_manifest(directory)
         if capacity is None:
@@ -512,7 +536,26 @@ class Replay:
 
 
 def check_size(name, value):
-    """`value` as an int, if it is an int >= 1; else a ValueError naming it."""
+    """`value` as an int, if it is an int >= 1; else a ValueError naming it.
+
+    Args:
+        name: how to name the value in the error.
+        value: the value to check.
+
+    Returns:
+        `int(value)`.
+
+    Raises:
+        ValueError: `value` is not an int (bools excluded) of at least 1.
+
+    Examples:
+        >>> check_size("batch_size", 16)
+        16
+        >>> check_size("batch_size", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be an int >= 1, got 0.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
     return int(value)

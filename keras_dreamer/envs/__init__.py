@@ -3,7 +3,7 @@
 Build any env by name with `make`, so configs and users never import env
 classes. See `keras_dreamer.envs.base` for the protocol.
 
-Example:
+Examples:
     >>> import keras_dreamer as kd
     >>> env = kd.envs.make("default", size=32, seed=0)
     >>> sorted(env.reset())
@@ -57,7 +57,7 @@ def make(name, **kwargs):
         ModuleNotFoundError: when the env needs a package of the `envs`
             extra that is not installed.
 
-    Example:
+    Examples:
         >>> env = make("default", size=16, lives=1, seed=3)
         >>> env.act_space
         Discrete(3)

@@ -51,7 +51,7 @@ def require(module, what):
         ModuleNotFoundError: if the package is missing; the message names the
             `envs` extra that installs it.
 
-    Example:
+    Examples:
         >>> np_module = require("numpy", "This example")
     """
     try:
@@ -76,7 +76,7 @@ def image_size(size):
     Raises:
         ValueError: if `size` is not a positive int or a pair of them.
 
-    Example:
+    Examples:
         >>> image_size(64)
         (64, 64)
     """
@@ -112,7 +112,7 @@ def check_obs(obs, obs_space, source="env"):
         ValueError: naming the key, the expected and the actual dtype or
             shape, when a key is missing, unexpected or malformed.
 
-    Example:
+    Examples:
         >>> from keras_dreamer.spaces import Box
         >>> space = {"image": Box((2, 2, 3), 0, 255, "uint8")}
         >>> obs = {"image": np.zeros((2, 2, 3), np.uint8),
@@ -191,7 +191,7 @@ def native_action(act_space, action, source="env"):
     Raises:
         ValueError: if the action lies outside the space.
 
-    Example:
+    Examples:
         >>> from keras_dreamer.spaces import Discrete
         >>> native_action(Discrete(3), [0.0, 0.0, 1.0])
         2
@@ -222,7 +222,7 @@ class Env:
       checked: an `int` index for `Discrete`, a float32 array of the space's
       shape for `Box`.
 
-    Example:
+    Examples:
         >>> import keras_dreamer as kd
         >>> env = kd.envs.make("default", size=16, seed=0)
         >>> obs = env.reset()
@@ -312,7 +312,7 @@ class CheckedEnv:
         env: an object with `obs_space`, `act_space`, `reset`, `step` (and
             optionally `close`).
 
-    Example:
+    Examples:
         >>> import keras_dreamer as kd
         >>> env = CheckedEnv(kd.envs.make("default", size=16))
         >>> bool(env.reset(seed=1)["is_first"])
@@ -368,7 +368,7 @@ def as_env(env):
     Returns:
         An environment whose actions and observations are checked.
 
-    Example:
+    Examples:
         >>> import keras_dreamer as kd
         >>> env = kd.envs.make("default", size=16)
         >>> as_env(env) is env
@@ -380,7 +380,15 @@ def as_env(env):
 def image_box(height, width, channels):
     """The `Box` of uint8 images of the given size.
 
-    Example:
+    Args:
+        height: image height in pixels.
+        width: image width in pixels.
+        channels: 1 for grayscale, 3 for RGB.
+
+    Returns:
+        `Box((height, width, channels), 0, 255, "uint8")`.
+
+    Examples:
         >>> image_box(64, 64, 3)
         Box((64, 64, 3), 0.0, 255.0, uint8)
     """

@@ -61,7 +61,7 @@ class Catch(Env):
         ball_size: ball width and height in grid cells (of 64).
         seed: int seed for the ball positions and speeds, or None.
 
-    Example:
+    Examples:
         >>> env = Catch(size=32, seed=0)
         >>> obs = env.reset()
         >>> obs["image"].shape, obs["image"].dtype.name

@@ -34,10 +34,10 @@ class Crafter(Env):
         reward: False to return a zero reward (unsupervised play).
         logs: also return the `log/achievement_*` counts.
 
-    Example:
-        >>> env = Crafter(size=64, seed=0)  # doctest: +SKIP
-        >>> env.reset()["image"].shape  # doctest: +SKIP
-        (64, 64, 3)
+    Examples:
+        >>> env = Crafter(size=64, seed=0)
+        >>> env.reset()["image"].shape, env.act_space
+        ((64, 64, 3), Discrete(17))
     """
 
     def __init__(

@@ -41,10 +41,11 @@ class Gym(Env):
         seed: int seed for the first reset and the sticky actions, or None.
         **make_kwargs: passed to `gymnasium.make` when `env` is an id.
 
-    Example:
-        >>> env = Gym("ALE/Pong-v5", size=64, gray=True)  # doctest: +SKIP
-        >>> env.reset(seed=0)["image"].shape  # doctest: +SKIP
+    Examples:
+        >>> env = Gym("ALE/Pong-v5", size=64, gray=True)
+        >>> env.reset(seed=0)["image"].shape
         (64, 64, 1)
+        >>> env.close()
     """
 
     def __init__(
@@ -189,10 +190,11 @@ class Atari(Gym):
         seed: int seed (ALE and the no-ops), or None.
         **make_kwargs: more arguments for `gymnasium.make`.
 
-    Example:
-        >>> env = Atari("Pong", size=64)  # doctest: +SKIP
-        >>> env.act_space  # doctest: +SKIP
-        Discrete(18)
+    Examples:
+        >>> env = Atari("Pong", size=64, seed=0)
+        >>> env.act_space, env.reset()["image"].shape
+        (Discrete(18), (64, 64, 1))
+        >>> env.close()
     """
 
     def __init__(

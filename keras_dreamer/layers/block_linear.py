@@ -22,10 +22,10 @@ class BlockLinear(keras.layers.Layer):
         outscale: initial weight scale (0 for a zero-initialised output).
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> layer = BlockLinear(8, blocks=4)
-        >>> layer(np.ones((2, 12), "float32")).shape
+        >>> tuple(layer(np.ones((2, 12), "float32")).shape)
         (2, 8)
         >>> tuple(layer.kernel.shape)
         (4, 3, 2)

@@ -18,6 +18,13 @@ def fan_in_init(scale=1.0, blocks=1):
 
     Returns:
         A `keras.initializers.Initializer`.
+
+    Examples:
+        >>> import keras
+        >>> layer = keras.layers.Dense(4, kernel_initializer=fan_in_init(0.0))
+        >>> layer.build((None, 3))
+        >>> float(keras.ops.max(keras.ops.abs(layer.kernel)))
+        0.0
     """
     if scale == 0:
         return keras.initializers.Zeros()

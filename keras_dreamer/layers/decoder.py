@@ -17,7 +17,20 @@ from keras_dreamer.spaces import Discrete
 
 
 def upsample2(x):
-    """Nearest-neighbour 2x upsampling of `[N, H, W, C]`."""
+    """Nearest-neighbour 2x upsampling of `[N, H, W, C]`.
+
+    Args:
+        x: tensor `[N, H, W, C]` with static H, W and C.
+
+    Returns:
+        Tensor `[N, 2H, 2W, C]`, each pixel repeated in a 2x2 block.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+        >>> np.asarray(upsample2(x))[0, :, :, 0].astype(int).tolist()
+        [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    """
     _, h, w, c = x.shape
     x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, 2, w, 2, c))
     return ops.reshape(x, (-1, 2 * h, 2 * w, c))
@@ -41,14 +54,18 @@ class Decoder(keras.layers.Layer):
 
     Args:
         obs_space: dict of observation key to space (as for `Encoder`).
-        depth, mults, kernel: the CNN's base channels, multipliers, kernel.
-        units, layers: the vector MLP's width and depth.
+        depth: base channel count of the CNN (the stages use
+            `depth * mult` channels, in reverse order of `mults`).
+        mults: channel multipliers of the CNN stages, as for `Encoder`.
+        kernel: convolution kernel size.
+        units: width of the stoch MLP and of the vector MLP.
+        layers: depth of the vector MLP.
         act: activation name.
         bspace: blocks of the spatial projection from `deter`.
         outscale: initial scale of the output layers.
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> dec = Decoder({"image": (16, 16, 3)}, depth=2, mults=(2, 2), units=8,
         ...               bspace=2)

@@ -15,9 +15,9 @@ class DenseNormAct(keras.layers.Layer):
         act: activation name (SiLU by default).
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
-        >>> DenseNormAct(4)(np.ones((2, 3), "float32")).shape
+        >>> tuple(DenseNormAct(4)(np.ones((2, 3), "float32")).shape)
         (2, 4)
     """
 

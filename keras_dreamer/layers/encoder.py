@@ -16,6 +16,18 @@ def split_obs_space(obs_space):
 
     Images are uint8 boxes of rank 2 or 3; every other entry (float boxes,
     `Discrete`) is a vector key.
+
+    Args:
+        obs_space: dict of observation key to space or shape tuple.
+
+    Returns:
+        `(spaces, image_keys, vector_keys)`: the dict with every entry as a
+        space object, and the two sorted key lists.
+
+    Examples:
+        >>> _, images, vectors = split_obs_space({"image": (64, 64, 3), "pos": (2,)})
+        >>> images, vectors
+        (['image'], ['pos'])
     """
     spaces = {k: as_obs_space(v, k) for k, v in obs_space.items()}
     images = sorted(k for k, s in spaces.items() if getattr(s, "is_image", False))
@@ -24,19 +36,71 @@ def split_obs_space(obs_space):
 
 
 def image_channels(space):
+    """Channels of an image space: C for (H, W, C), 1 for (H, W).
+
+    Args:
+        space: a uint8 image `Box`.
+
+    Returns:
+        An int.
+
+    Examples:
+        >>> from keras_dreamer.spaces import Box
+        >>> image_channels(Box((64, 64), 0, 255, "uint8"))
+        1
+    """
     return space.shape[2] if len(space.shape) == 3 else 1
 
 
 def vector_width(space):
+    """Width of a vector key once flattened (one-hot width for `Discrete`).
+
+    Args:
+        space: a float `Box` or a `Discrete`.
+
+    Returns:
+        An int.
+
+    Examples:
+        >>> from keras_dreamer.spaces import Box
+        >>> vector_width(Discrete(5)), vector_width(Box((2, 3)))
+        (5, 6)
+    """
     return space.n if isinstance(space, Discrete) else space.width
 
 
 def serialize_obs_space(spaces):
+    """An observation space as a JSON-friendly dict (for `get_config`).
+
+    Args:
+        spaces: dict of observation key to space object.
+
+    Returns:
+        Dict of key to `space.get_config()`.
+
+    Examples:
+        >>> serialize_obs_space({"pos": Discrete(4)})
+        {'pos': {'class_name': 'Discrete', 'n': 4}}
+    """
     return {k: s.get_config() for k, s in spaces.items()}
 
 
 def flatten_leading(x, keep):
-    """Reshapes `x` to `[N, *x.shape[-keep:]]`; returns it and the leading shape."""
+    """Reshapes `x` to `[N, *x.shape[-keep:]]`; returns it and the leading shape.
+
+    Args:
+        x: a tensor.
+        keep: how many trailing axes to keep.
+
+    Returns:
+        `(flat, lead)`: the reshaped tensor and the merged leading shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> flat, lead = flatten_leading(np.zeros((2, 5, 8, 8, 3)), 3)
+        >>> tuple(flat.shape), tuple(lead)
+        ((10, 8, 8, 3), (2, 5))
+    """
     shape = ops.shape(x)
     lead = shape[: len(shape) - keep]
     return ops.reshape(x, (-1, *shape[len(shape) - keep :])), lead
@@ -47,6 +111,18 @@ def max_pool2(x):
 
     Written as a reshape and a max so its gradient is a cheap mask rather than
     XLA's select-and-scatter, which is slow on CPU.
+
+    Args:
+        x: tensor `[N, H, W, C]` with static, even H and W.
+
+    Returns:
+        Tensor `[N, H / 2, W / 2, C]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+        >>> np.asarray(max_pool2(x))[0, :, :, 0].astype(int).tolist()
+        [[5, 7], [13, 15]]
     """
     _, h, w, c = x.shape
     x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c))
@@ -77,10 +153,10 @@ class Encoder(keras.layers.Layer):
         symlog: squash vector inputs with symlog.
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> enc = Encoder({"image": (16, 16, 3)}, depth=2, mults=(2, 2))
-        >>> enc({"image": np.zeros((2, 5, 16, 16, 3), "uint8")}).shape
+        >>> tuple(enc({"image": np.zeros((2, 5, 16, 16, 3), "uint8")}).shape)
         (2, 5, 64)
     """
 

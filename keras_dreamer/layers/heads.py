@@ -68,7 +68,7 @@ class RewardHead(_MLPHead):
         outscale: initial scale of the output layer.
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> head = RewardHead(units=8, bins=5)
         >>> logits = head(np.ones((2, 6), "float32"))
@@ -111,7 +111,7 @@ class ContinueHead(_MLPHead):
         horizon: discount horizon folded into the target (None: no discount).
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> head = ContinueHead(units=8)
         >>> tuple(head(np.ones((2, 3, 6), "float32")).shape)

@@ -15,7 +15,7 @@ class RMSNorm(keras.layers.Layer):
         epsilon: added to the mean square.
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y = RMSNorm()(np.array([[3.0, -3.0]], "float32"))
         >>> np.round(np.asarray(y), 3).tolist()

@@ -52,7 +52,7 @@ class RSSM(keras.layers.Layer):
         seed: seed of the layer's noise generator.
         **kwargs: forwarded to `keras.layers.Layer`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rssm = RSSM(act_space=3, deter=16, hidden=8, stoch=4, classes=4, blocks=2)
         >>> rssm.build(tokens_shape=(None, None, 10))

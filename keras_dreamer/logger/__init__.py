@@ -6,7 +6,7 @@ callables), `FPS` and `Usage` measure throughput and resources. Nothing here
 imports Keras, JAX or TensorFlow; `tensorboard` and `wandb` are imported only
 when their outputs are built.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from keras_dreamer.logger import Agg, Logger, make_outputs
     >>> agg = Agg()

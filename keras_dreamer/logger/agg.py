@@ -19,15 +19,15 @@ class Agg:
     scalars -> "mean", arrays -> "concat".
 
     Modes:
-        "mean"/"avg", "sum", "min", "max": float64, elementwise for arrays
-            (every add must have the first add's shape). NaN updates are
-            skipped elementwise, so "mean" is a NaN-robust mean; the result is
-            NaN where no non-NaN value arrived.
-        "last": the latest value, as given (strings included).
-        "stack": `np.stack` of the added arrays (same shape; dtype kept, so
-            uint8 frames stay uint8).
-        "concat": `np.concatenate` along axis 0 (scalars count as length-1
-            arrays; trailing shapes must match; dtype kept).
+        - "mean"/"avg", "sum", "min", "max": float64, elementwise for arrays
+          (every add must have the first add's shape). NaN updates are
+          skipped elementwise, so "mean" is a NaN-robust mean; the result is
+          NaN where no non-NaN value arrived.
+        - "last": the latest value, as given (strings included).
+        - "stack": `np.stack` of the added arrays (same shape; dtype kept, so
+          uint8 frames stay uint8).
+        - "concat": `np.concatenate` along axis 0 (scalars count as length-1
+          arrays; trailing shapes must match; dtype kept).
 
     Memory stays bounded: "stack" and "concat" keep at most `max_bytes` per
     key and window. Past the cap, further adds are dropped ("concat" keeps the
@@ -43,7 +43,7 @@ class Agg:
             keys added with `agg=None`.
         max_bytes: cap on the bytes kept per "stack"/"concat" key and window.
 
-    Example:
+    Examples:
         >>> agg = Agg(rules={"^episode/": "sum"})
         >>> agg.add({"loss": 1.0, "episode/score": 2.0})
         >>> agg.add({"loss": float("nan"), "episode/score": 3.0})
@@ -82,7 +82,7 @@ class Agg:
                 this window, a value that does not fit the mode (wrong shape,
                 a string to a reducer).
 
-        Example:
+        Examples:
             >>> agg = Agg()
             >>> agg.add("frames", np.zeros((2, 4)), prefix="video")
             >>> agg.add("frames", np.ones((3, 4)), prefix="video")
@@ -115,7 +115,7 @@ class Agg:
             as added (a numpy scalar for numbers); "stack" and "concat" numpy
             arrays.
 
-        Example:
+        Examples:
             >>> agg = Agg()
             >>> agg.add("x", 1)
             >>> agg.result(prefix="train")

@@ -58,7 +58,7 @@ class Logger:
             repeat, so logged steps count frames).
         strict: raise output errors instead of reporting them.
 
-    Example:
+    Examples:
         >>> rows = []
         >>> logger = Logger(step=10, outputs=[rows.extend], multiplier=4)
         >>> logger.add({"loss": 0.5, "frame": np.zeros((8, 8, 3))}, prefix="train")
@@ -107,7 +107,7 @@ class Logger:
                 step that `int()` rejects.
             RuntimeError: the logger is closed.
 
-        Example:
+        Examples:
             >>> logger = Logger(0, [])
             >>> logger.add({"loss": 1.0}, prefix="train")
         """
@@ -131,7 +131,7 @@ class Logger:
         Raises:
             ValueError: the key is invalid or the value is not rank 0.
 
-        Example:
+        Examples:
             >>> Logger(0, []).scalar("train/loss", 0.25)
         """
         self._add_kind(name, value, "scalar", "a scalar (rank 0)")
@@ -146,7 +146,7 @@ class Logger:
         Raises:
             ValueError: the key is invalid or the value is not rank 1.
 
-        Example:
+        Examples:
             >>> Logger(0, []).vector("episode/returns", [1.0, 2.5, 0.5])
         """
         self._add_kind(name, value, "histogram", "a vector (rank 1)")
@@ -161,7 +161,7 @@ class Logger:
         Raises:
             ValueError: the key is invalid or the value is not an image.
 
-        Example:
+        Examples:
             >>> Logger(0, []).image("obs/image", np.zeros((64, 64, 3), np.uint8))
         """
         self._add_kind(name, value, "image", "an image (rank 2 or 3)")
@@ -176,7 +176,7 @@ class Logger:
         Raises:
             ValueError: the key is invalid or the value is not a video.
 
-        Example:
+        Examples:
             >>> Logger(0, []).video("report/openloop", np.zeros((42, 64, 64, 3)))
         """
         self._add_kind(name, value, "video", "a video (rank 4)")
@@ -192,7 +192,7 @@ class Logger:
             TypeError: the value is not a str.
             ValueError: the key is invalid.
 
-        Example:
+        Examples:
             >>> Logger(0, []).text("config", "lr: 4e-5")
         """
         if not isinstance(value, str):
@@ -326,7 +326,7 @@ def check_key(key):
         ValueError: the key is too long, uses other characters, has an empty
             part, or is reserved.
 
-    Example:
+    Examples:
         >>> check_key("train/loss")
         >>> check_key("train loss")
         Traceback (most recent call last):
@@ -364,7 +364,7 @@ def summary_value(name, value):
         ValueError: rank above 4, empty, or images/videos whose last axis is
             not 1, 3 or 4 channels.
 
-    Example:
+    Examples:
         >>> summary_value("loss", 0.5)
         np.float64(0.5)
     """

@@ -36,7 +36,7 @@ def to_uint8(array):
     Returns:
         A uint8 numpy array of the same shape.
 
-    Example:
+    Examples:
         >>> to_uint8(np.array([0.0, 0.5, 1.0, 2.0])).tolist()
         [0, 128, 255, 255]
     """
@@ -60,7 +60,7 @@ def encode_png(image):
     Returns:
         The PNG file contents as bytes.
 
-    Example:
+    Examples:
         >>> encode_png(np.zeros((4, 6, 3), np.uint8))[:4]
         b'\\x89PNG'
     """
@@ -88,7 +88,7 @@ def encode_gif(video, fps=15):
     Returns:
         The GIF file contents as bytes; decoding them gives exactly T frames.
 
-    Example:
+    Examples:
         >>> video = np.zeros((5, 8, 8, 3), np.uint8)
         >>> Image.open(io.BytesIO(encode_gif(video))).n_frames
         5
@@ -229,7 +229,7 @@ def gif_bytes(video, fps=15):
     Returns:
         The GIF file contents as bytes.
 
-    Example:
+    Examples:
         >>> video = np.zeros((3, 4, 4, 3), np.uint8)
         >>> gif_bytes(video) is gif_bytes(video)
         True
@@ -248,7 +248,7 @@ def media_filename(name, step, suffix=".gif"):
     Returns:
         The base name, e.g. "report_openloop_image_1000.gif".
 
-    Example:
+    Examples:
         >>> media_filename("report/openloop/image", 1000)
         'report_openloop_image_1000.gif'
     """

@@ -14,7 +14,7 @@ class FPS:
     second since the previous `result()` (or since construction) and starts a
     new interval.
 
-    Example:
+    Examples:
         >>> fps = FPS()
         >>> fps.step(64)
         >>> rate = fps.result()
@@ -72,7 +72,7 @@ class Usage:
     Args:
         prefix: key prefix.
 
-    Example:
+    Examples:
         >>> usage = Usage()
         >>> sorted(usage.result())[:2]
         ['usage/proc_cpu_percent', 'usage/proc_ram_gb']
@@ -118,7 +118,7 @@ def accelerator_memory():
         A dict like `{"device0_mem_gb": 1.5, "device0_mem_peak_gb": 2.0}`;
         empty on CPU or when no backend is in use.
 
-    Example:
+    Examples:
         >>> isinstance(accelerator_memory(), dict)
         True
     """

@@ -15,8 +15,15 @@ _JOB_NAMES = ("train", "make_env", "make_world_model", "make_optimizer", "Config
 def main(argv=None):
     """Runs `keras-dreamer train` with `argv` (default: `sys.argv[1:]`).
 
+    Args:
+        argv: the arguments after the command, e.g. `["--logdir", "runs/x"]`.
+
     Returns:
         The exit code: 0 on success, 1 on a training failure, 2 on bad usage.
+
+    Examples:
+        >>> main(["--logdir", "runs/x", "--gin_file", "no_such.gin"])  # error on stderr
+        2
     """
     from keras_dreamer import cli
 

@@ -35,13 +35,36 @@ TERMINAL_PATTERN = r"score|length|fps|ratio|train/loss"
 
 
 class ConfigError(ValueError):
-    """A configuration that cannot run (reported in one line, exit code 2)."""
+    """A configuration that cannot run (reported in one line, exit code 2).
+
+    Examples:
+        >>> import tempfile
+        >>> try:
+        ...     train(logdir=tempfile.mkdtemp(), steps=10, steps_per_epoch=3)
+        ... except ConfigError as error:
+        ...     print(str(error).splitlines()[0])  # gin adds a line naming `train`
+        train.steps=10 must be a multiple of train.steps_per_epoch=3.
+    """
 
 
 @gin.configurable
 def make_env(name="default", **kwargs):
-    """The environment, by `kd.envs.make` name ("default", "crafter",
-    "atari:Pong", "gym:<id>"); other bindings are passed to the env."""
+    """The environment, by `kd.envs.make` name.
+
+    Args:
+        name: "default" (the embedded Catch env), "crafter", "atari:<Game>"
+            or "gym:<id>".
+        **kwargs: options of the env class (e.g. `size`, `ball_size`,
+            `gray`); `train` passes `seed`.
+
+    Returns:
+        An env (see `keras_dreamer.envs`).
+
+    Examples:
+        >>> env = make_env("default", size=32, seed=0)
+        >>> env.obs_space["image"].shape, env.act_space
+        ((32, 32, 3), Discrete(3))
+    """
     return envs.make(name, **kwargs)
 
 
@@ -59,6 +82,19 @@ def make_world_model(
             a mismatch with the env is a configuration error.
         **overrides: any `kd.presets.DEFAULTS` hyperparameter, plus `dtype`
             (e.g. "mixed_bfloat16") and `seed`.
+
+    Returns:
+        A `kd.WorldModel` (not compiled).
+
+    Raises:
+        ConfigError: the env's observation space differs from
+            `obs_space_check`.
+
+    Examples:
+        >>> from keras_dreamer.spaces import Discrete
+        >>> model = make_world_model({"image": (16, 16, 3)}, Discrete(3), mults=(4, 4))
+        >>> model.config["deter"], model.config["mults"]
+        (8, (4, 4))
     """
     if obs_space_check is not None:
         expected = {k: as_obs_space(v, k) for k, v in obs_space_check.items()}
@@ -75,7 +111,23 @@ def make_world_model(
 def make_optimizer(
     learning_rate=4e-5, warmup=1000, agc=0.3, beta_1=0.9, beta_2=0.999, epsilon=1e-20
 ):
-    """DreamerV3's LaProp optimizer (see `kd.optimizers.LaProp`)."""
+    """DreamerV3's LaProp optimizer (see `kd.optimizers.LaProp`).
+
+    Args:
+        learning_rate: the rate after the warm-up.
+        warmup: steps of the linear warm-up from 0.
+        agc: adaptive gradient clipping threshold (0 disables it).
+        beta_1: momentum decay.
+        beta_2: second-moment decay.
+        epsilon: added to the RMS.
+
+    Returns:
+        A `kd.optimizers.LaProp`.
+
+    Examples:
+        >>> make_optimizer(learning_rate=1e-3).agc
+        0.3
+    """
     return LaProp(
         learning_rate=learning_rate,
         warmup=warmup,
@@ -132,8 +184,27 @@ def train(
         verbose: `fit`'s progress bar setting.
 
     Returns:
-        A dict summary: `step`, `seconds`, `losses` (the last logged train
-        losses), `logdir`.
+        A dict summary: `step` (the global step reached), `start_step` (the
+        step resumed from), `seconds`, `losses` (the last epoch's train
+        losses), `logdir` and `stopped` (True if a non-finite loss stopped
+        training).
+
+    Raises:
+        ConfigError: a setting that cannot run, found before any step.
+
+    Examples:
+        Two updates of the debug config, as `keras-dreamer train --gin_file
+        debug.gin` runs them:
+
+        >>> import gin, tempfile
+        >>> from keras_dreamer import cli
+        >>> _ = gin.parse_config_file(cli.resolve_gin_file("debug.gin"))
+        >>> _ = gin.parse_config(["train.steps = 2", "train.report_every = None"])
+        >>> logdir = tempfile.mkdtemp()
+        >>> result = train(logdir=logdir)
+        >>> result["step"], sorted(os.listdir(logdir))[:3]
+        (2, ['ckpt', 'config.gin', 'events.out.tfevents...'])
+        >>> gin.clear_config()
     """
     logdir = os.path.abspath(os.fspath(logdir))
     try:
@@ -256,7 +327,24 @@ def _run_state(collector):
 
 
 def prepare_logdir(logdir):
-    """Creates `logdir`, or raises `ConfigError` if it cannot be a run directory."""
+    """Creates `logdir`, or raises `ConfigError` if it cannot be a run directory.
+
+    Args:
+        logdir: the run directory.
+
+    Raises:
+        ConfigError: `logdir` is a file, cannot be created or is not
+            writable.
+
+    Examples:
+        >>> import tempfile
+        >>> path = tempfile.mkstemp()[1]  # a file, not a directory
+        >>> try:
+        ...     prepare_logdir(path)
+        ... except ConfigError as error:
+        ...     print(error)  # doctest: +ELLIPSIS
+        logdir '...' exists and is not a directory.
+    """
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise ConfigError(f"logdir {logdir!r} exists and is not a directory.")
     try:
@@ -270,7 +358,18 @@ def prepare_logdir(logdir):
 
 
 def write_operative_config(logdir):
-    """Writes gin's operative config (every configurable that ran) atomically."""
+    """Writes gin's operative config (every configurable that ran) atomically.
+
+    Args:
+        logdir: the run directory; the file is `logdir/config.gin`.
+
+    Examples:
+        >>> import tempfile
+        >>> logdir = tempfile.mkdtemp()
+        >>> write_operative_config(logdir)
+        >>> os.listdir(logdir)
+        ['config.gin']
+    """
     path = os.path.join(logdir, "config.gin")
     temp = path + ".tmp"
     with open(temp, "w") as file:
@@ -328,7 +427,22 @@ class _SummaryLogs(keras.callbacks.Callback):
 
 
 def summary_line(result):
-    """The one-line summary printed at the end of a run."""
+    """The one-line summary printed at the end of a run.
+
+    Args:
+        result: the dict `train` returns.
+
+    Returns:
+        A string.
+
+    Examples:
+        >>> line = summary_line({"step": 1500, "start_step": 0, "seconds": 421.0,
+        ...                      "losses": {"loss": 10.5, "loss/image": 3.25},
+        ...                      "logdir": "runs/catch"})
+        >>> print(*line.split("; ")[:2], sep="\\n")
+        Trained 1,500 steps (now at step 1,500) in 7m01s
+        final loss 10.5 (image 3.25)
+    """
     seconds = result["seconds"]
     minutes, secs = divmod(int(round(seconds)), 60)
     losses = result["losses"]

@@ -91,7 +91,7 @@ def make(spec, logdir=None):
             file-writing name without a logdir.
         TypeError: `spec` is neither a name nor callable.
 
-    Example:
+    Examples:
         >>> make("terminal")
         <TerminalOutput>
         >>> make(print)
@@ -128,7 +128,7 @@ def make_outputs(specs, logdir=None, media=True):
     Returns:
         A list of outputs.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> outputs = make_outputs(["terminal", "jsonl"], tempfile.mkdtemp())
         >>> [output.name for output in outputs]

@@ -18,7 +18,16 @@ KINDS = {0: "scalar", 1: "histogram", 2: "image", 3: "image", 4: "video"}
 
 
 class OutputWarning(RuntimeWarning):
-    """Warns about a logger output: a failure, or data it had to drop."""
+    """Warns about a logger output: a failure, or data it had to drop.
+
+    A `RuntimeWarning`; filter it like any warning.
+
+    Examples:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", OutputWarning)  # silence sink errors
+        ...     warnings.warn("a sink failed", OutputWarning)
+    """
 
 
 def kind_of(value):
@@ -33,7 +42,7 @@ def kind_of(value):
     Raises:
         ValueError: the value has rank 5 or more.
 
-    Example:
+    Examples:
         >>> kind_of("hello"), kind_of(1.5), kind_of(np.zeros((2, 8, 8, 3)))
         ('text', 'scalar', 'video')
     """
@@ -59,7 +68,7 @@ def group_by_step(summaries):
     Returns:
         A list of `(step, {name: value})` sorted by step.
 
-    Example:
+    Examples:
         >>> group_by_step([(2, "a", 1), (1, "b", 2), (2, "a", 3)])
         [(1, {'b': 2}), (2, {'a': 3})]
     """
@@ -82,7 +91,7 @@ def prepare_dir(path, owner):
     Raises:
         OSError: the directory cannot be created or written to.
 
-    Example:
+    Examples:
         >>> path = prepare_dir(tempfile.mkdtemp(), "doc")
     """
     path = os.fspath(path)
@@ -109,7 +118,7 @@ def write_atomically(path, data, mode=0o644):
         data: the new contents, bytes.
         mode: permission bits of the new file.
 
-    Example:
+    Examples:
         >>> path = os.path.join(tempfile.mkdtemp(), "x.txt")
         >>> write_atomically(path, b"hello")
         >>> open(path).read()
@@ -141,7 +150,7 @@ class Output:
         pattern: optional regex; only summaries whose name it matches (with
             `re.search`) are kept by `select`.
 
-    Example:
+    Examples:
         >>> class Printer(Output):
         ...     def __call__(self, summaries):
         ...         for step, name, value in self.select(summaries):
@@ -193,7 +202,7 @@ class AsyncOutput(Output):
         pattern: optional regex filter on summary names.
         parallel: write on a worker thread (True) or inline in the caller.
 
-    Example:
+    Examples:
         >>> class Collect(AsyncOutput):
         ...     def __init__(self):
         ...         super().__init__()

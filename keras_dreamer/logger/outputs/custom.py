@@ -20,7 +20,7 @@ class CallableOutput(AsyncOutput):
         pattern: optional regex (`re.search`) selecting the keys passed on.
         parallel: call `fn` on a worker thread.
 
-    Example:
+    Examples:
         >>> rows = []
         >>> output = CallableOutput(rows.extend, pattern="^train/")
         >>> output([(1, "train/loss", 0.5), (1, "fps", 10.0)])

@@ -42,7 +42,7 @@ class JSONLOutput(AsyncOutput):
     Raises:
         OSError: `logdir` is not a writable directory.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> logdir = tempfile.mkdtemp()
         >>> output = JSONLOutput(logdir)
@@ -138,7 +138,7 @@ def truncate_jsonl(path, max_step):
     Returns:
         The number of lines removed.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
         >>> with open(path, "w") as f:

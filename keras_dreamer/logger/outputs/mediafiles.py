@@ -30,7 +30,7 @@ class MediaOutput(AsyncOutput):
     Raises:
         OSError: `logdir/media` is not a writable directory.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> logdir = tempfile.mkdtemp()

@@ -62,7 +62,7 @@ def crc32c(data):
     Returns:
         The checksum as an int.
 
-    Example:
+    Examples:
         >>> hex(crc32c(b"123456789"))
         '0xe3069283'
     """
@@ -101,7 +101,7 @@ def masked_crc32c(data):
     Returns:
         The masked checksum as an int.
 
-    Example:
+    Examples:
         >>> masked_crc32c(b"")
         2726488792
     """
@@ -118,7 +118,7 @@ def frame(payload):
     Returns:
         The record bytes.
 
-    Example:
+    Examples:
         >>> len(frame(b"abc"))
         19
     """

@@ -58,7 +58,7 @@ class TensorBoardOutput(AsyncOutput):
         ImportError: the `tensorboard` package is not installed.
         OSError: `logdir` is not a writable directory.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> output = TensorBoardOutput(tempfile.mkdtemp())
         >>> output([(0, "loss", 1.0), (0, "frame", np.zeros((8, 8, 3)))])

@@ -21,7 +21,7 @@ def format_value(value):
     Returns:
         The formatted string.
 
-    Example:
+    Examples:
         >>> [format_value(v) for v in (0, 0.5, 1234.5678, 12345, 1e-5, -0.25)]
         ['0', '0.5', '1234.57', '1.2e4', '1e-5', '-0.25']
     """
@@ -51,7 +51,7 @@ class TerminalOutput(Output):
         limit: how many scalars to show when no pattern is given.
         stream: file to print to; defaults to `sys.stdout` at print time.
 
-    Example:
+    Examples:
         >>> TerminalOutput()([(1234, "loss", 0.5), (1234, "fps", 12345)])
         <BLANKLINE>
         --------------------[Step 1_234]--------------------

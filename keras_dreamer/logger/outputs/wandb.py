@@ -52,7 +52,7 @@ class WandBOutput(AsyncOutput):
         ImportError: the `wandb` package is not installed.
         OSError: `dir` is not a writable directory.
 
-    Example:
+    Examples:
         >>> output = WandBOutput(mode="disabled")
         >>> output([(0, "loss", 1.0)])
         >>> output.close()
