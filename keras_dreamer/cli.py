@@ -95,9 +95,10 @@ def _parser():
     plot.add_argument(
         "--keys",
         nargs="+",
-        default=[r"^train/loss$", r"^train/loss/", r"^episode/score$"],
+        default=None,
         metavar="PATTERN",
-        help="regexes of the metric keys to plot (one panel per key)",
+        help="regexes of the metric keys to plot, one panel per key (default: "
+        "the train losses and, once episodes have ended, episode/score)",
     )
     plot.add_argument("--out", default="plot.png", help="output PNG file")
     plot.add_argument("--smooth", type=int, default=1, help="moving-average window")
@@ -202,7 +203,7 @@ def _train(args):
     try:
         result = job.train(logdir=args.logdir)
     except job.ConfigError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_first_line(error)) from None
     except KeyboardInterrupt:
         print(
             "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",

@@ -82,19 +82,21 @@ def smooth(values, window):
         return np.where(total > 0, (sums - lower_sums) / total, np.nan)
 
 
-def select_keys(runs, patterns):
+def select_keys(runs, patterns, required=True):
     """Keys of any run matching any pattern (`re.search`), sorted.
 
     Args:
         runs: dict of run label to the `load_metrics` result.
         patterns: regexes of the keys wanted.
+        required: raise if a pattern matches nothing (else skip it).
 
     Returns:
         The matching keys, in the order of the patterns (each pattern's
         matches sorted), without repeats.
 
     Raises:
-        ValueError: a pattern matches no key (the message lists the keys).
+        ValueError: a required pattern matches no key (the message lists the
+            keys), or no pattern matches anything.
 
     Examples:
         >>> runs = {"a": {"train/loss": None, "train/loss/image": None, "fps": None}}
@@ -106,21 +108,32 @@ def select_keys(runs, patterns):
     for pattern in patterns:
         regex = re.compile(pattern)
         matched = [key for key in available if regex.search(key)]
-        if not matched:
+        if not matched and required:
             raise ValueError(
                 f"--keys pattern {pattern!r} matches no metric; available: "
                 f"{', '.join(available) or 'none'}"
             )
         keys.extend(key for key in matched if key not in keys)
+    if not keys:
+        raise ValueError(
+            f"no metric matches {list(patterns)}; available: "
+            f"{', '.join(available) or 'none'}"
+        )
     return keys
 
 
-def plot_runs(logdirs, patterns, out="plot.png", window=1):
+# What `keras-dreamer plot` shows without --keys: the train losses and, once
+# episodes have ended, the score.
+DEFAULT_KEYS = (r"^train/loss$", r"^train/loss/", r"^episode/score$")
+
+
+def plot_runs(logdirs, patterns=None, out="plot.png", window=1):
     """Draws one panel per matching key with every run overlaid, as a PNG.
 
     Args:
         logdirs: run directories.
-        patterns: regexes of the keys to plot.
+        patterns: regexes of the keys to plot; each must match a metric.
+            None: `DEFAULT_KEYS`, those that match.
         out: the PNG path to write.
         window: moving-average window (1: no smoothing).
 
@@ -147,7 +160,7 @@ def plot_runs(logdirs, patterns, out="plot.png", window=1):
     if window < 1:
         raise ValueError(f"--smooth must be >= 1, got {window}")
     runs = {_label(logdir, logdirs): load_metrics(logdir) for logdir in logdirs}
-    keys = select_keys(runs, patterns)
+    keys = select_keys(runs, patterns or DEFAULT_KEYS, required=patterns is not None)
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(

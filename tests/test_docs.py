@@ -155,13 +155,6 @@ def test_the_pages_users_start_from_have_code():
         assert page in pages_with_code()
 
 
-@pytest.mark.xfail(
-    BACKEND == "jax",
-    strict=True,
-    reason="README's snippet samples report data before the replay is filled "
-    "(it needs data.prefill_replay() before fit); on TensorFlow, fit happens to "
-    "draw batches first",
-)
 def test_readme_code_runs(tmp_path):
     check_ran(run_blocks(os.path.join(REPO, "README.md"), tmp_path), "README.md")
 
