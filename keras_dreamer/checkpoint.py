@@ -126,7 +126,22 @@ def save(directory, model, step, state=None, replay=None, keep=2):
 
 
 def read_state(path):
-    """The state dict of a checkpoint (with `step`), without loading weights."""
+    """The state dict of a checkpoint (with `step`), without loading weights.
+
+    Args:
+        path: a checkpoint directory (see `latest`).
+
+    Returns:
+        The dict saved in its `state.json`.
+
+    Examples:
+        >>> import json, tempfile
+        >>> path = tempfile.mkdtemp()
+        >>> with open(os.path.join(path, STATE_FILE), "w") as file:
+        ...     json.dump({"step": 500, "env_steps": 16000}, file)
+        >>> read_state(path)["step"]
+        500
+    """
     with open(os.path.join(path, STATE_FILE)) as file:
         return json.load(file)
 

@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tests never reach W&B's servers: every run is offline unless a test says
+# otherwise (W&B reads some settings once per process, so per-test
+# environment patches are not enough under pytest-xdist).
+os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402

@@ -34,7 +34,22 @@ def fan_in_init(scale=1.0, blocks=1):
 
 
 def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
-    """A 'same'-padded, stride-1 `keras.layers.Conv2D` with the fan-in init."""
+    """A 'same'-padded, stride-1 `keras.layers.Conv2D` with the fan-in init.
+
+    Args:
+        filters: output channels.
+        kernel: kernel size.
+        name: layer name.
+        dtype: dtype policy.
+        outscale: initial weight scale (see `fan_in_init`).
+
+    Returns:
+        A `keras.layers.Conv2D`.
+
+    Examples:
+        >>> conv2d(8, 5, "conv0").padding
+        'same'
+    """
     return keras.layers.Conv2D(
         filters,
         kernel,
