@@ -28,25 +28,13 @@ from common import run_worker  # noqa: E402
 WORKER = r"""
 import json, os, sys, tempfile, time
 sys.path.insert(0, os.environ["KD_ROOT"])
+sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
 import keras
 import keras_dreamer as kd
+from worker_utils import BatchEndTimes, Repeat, synthetic_batch as batch
 
 args = json.loads(sys.argv[1])
-
-
-def batch(b, t, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {
-        "image": rng.integers(0, 256, (b, t, 64, 64, 3), dtype=np.uint8),
-        "action": np.eye(18, dtype=np.float32)[rng.integers(0, 18, (b, t))],
-        "reward": rng.normal(size=(b, t)).astype(np.float32),
-        "is_first": np.zeros((b, t), bool),
-        "is_last": np.zeros((b, t), bool),
-        "is_terminal": np.zeros((b, t), bool),
-    }
-    out["is_first"][:, 0] = True
-    return out
 
 
 if args["mode"] == "report":
@@ -68,28 +56,6 @@ B, T = args["batch"], args["length"]
 data = batch(B, T)
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
-
-
-class Repeat(keras.utils.PyDataset):
-    def __init__(self, steps):
-        super().__init__()
-        self.steps = steps
-
-    def __len__(self):
-        return self.steps
-
-    def __getitem__(self, index):
-        return data
-
-
-class Times(keras.callbacks.Callback):
-    # Wall time between consecutive batch ends (synchronous in both variants).
-    def __init__(self):
-        super().__init__()
-        self.ends = []
-
-    def on_train_batch_end(self, step, logs=None):
-        self.ends.append(time.perf_counter())
 
 
 class TimedReportCallback(kd.DreamerReportCallback):
@@ -130,17 +96,17 @@ def make_callback(**overrides):
 
 wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"])
 wm.compile()
-wm.fit(Repeat(2), epochs=1, verbose=0, callbacks=[make_callback()], shuffle=False)
+wm.fit(Repeat(data, 2), epochs=1, verbose=0, callbacks=[make_callback()], shuffle=False)
 steps = {"without": [], "with": []}
 spent = []
 for _ in range(args["rounds"]):
     for variant in ("without", "with"):
-        timer = Times()
+        timer = BatchEndTimes()
         callbacks = [timer]
         if variant == "with":
             # Write and report often enough to time them within a short run.
             callbacks.append(make_callback(log_every=3, report_every=7))
-        wm.fit(Repeat(args["steps"]), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+        wm.fit(Repeat(data, args["steps"]), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
         steps[variant].extend(np.diff(timer.ends))
         if variant == "with":
             spent.append(callbacks[1].spent)

@@ -24,40 +24,15 @@ from common import run_worker  # noqa: E402
 WORKER = r"""
 import json, os, resource, sys, time
 sys.path.insert(0, os.environ["KD_ROOT"])
+sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
 import keras
 import keras_dreamer as kd
+from worker_utils import BatchEndTimes, Repeat, synthetic_batch
 
 args = json.loads(sys.argv[1])
 B, T = args["batch"], args["length"]
-rng = np.random.default_rng(0)
-batch = {
-    "image": rng.integers(0, 256, (B, T, 64, 64, 3), dtype=np.uint8),
-    "action": np.eye(18, dtype=np.float32)[rng.integers(0, 18, (B, T))],
-    "reward": rng.normal(size=(B, T)).astype(np.float32),
-    "is_first": np.zeros((B, T), bool),
-    "is_last": np.zeros((B, T), bool),
-    "is_terminal": np.zeros((B, T), bool),
-}
-batch["is_first"][:, 0] = True
-
-
-class Repeat(keras.utils.PyDataset):
-    def __len__(self):
-        return args["steps"] + 1
-
-    def __getitem__(self, index):
-        return batch
-
-
-class Times(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.ends = []
-
-    def on_train_batch_end(self, step, logs=None):
-        self.ends.append(time.perf_counter())
-
+batch = synthetic_batch(B, T)
 
 kwargs = {"dtype": args["dtype"]} if args["dtype"] else {}
 wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"], **kwargs)
@@ -65,9 +40,9 @@ compile_kwargs = {}
 if args["jit"] is not None:
     compile_kwargs["jit_compile"] = args["jit"]
 wm.compile(**compile_kwargs)
-times = Times()
+times = BatchEndTimes()
 start = time.perf_counter()
-wm.fit(Repeat(), epochs=1, verbose=0, callbacks=[times], shuffle=False)
+wm.fit(Repeat(batch, args["steps"] + 1), epochs=1, verbose=0, callbacks=[times], shuffle=False)
 first = times.ends[0] - start
 steps = np.diff(times.ends)
 median = float(np.median(steps))
