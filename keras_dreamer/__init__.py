@@ -19,10 +19,13 @@ __version__ = "0.1.0"
 
 _LAZY_ATTRIBUTES = {
     "WorldModel": "keras_dreamer.world_model",
+    "Agent": "keras_dreamer.agent",
+    "AgentPolicy": "keras_dreamer.policy",
     "DreamerReportCallback": "keras_dreamer.callbacks",
     "PRESETS": "keras_dreamer.presets",
 }
 _SUBMODULES = (
+    "agent",
     "callbacks",
     "data",
     "envs",
@@ -31,7 +34,9 @@ _SUBMODULES = (
     "openloop",
     "ops",
     "optimizers",
+    "policy",
     "presets",
+    "returns",
     "spaces",
     "train",
     "world_model",

@@ -593,3 +593,56 @@ class FirstStepGuard:
                 self._saved = None
 
         return _Guard(model)
+
+
+def compile_with_values(variables, fn):
+    """Compiles `fn(*args)`, which reads `variables`, to run on given values.
+
+    Returns `call(values, *args)`. On JAX, `values` (one array per variable,
+    in order) stand in for the variables' values, so the function can run on
+    a snapshot of the weights while `fit` holds the live ones elsewhere;
+    `values=None` uses the variables' current values. On TensorFlow the
+    variables are always current: `values` is ignored and the function is a
+    `tf.function`. `fn` must not assign variables.
+
+    Args:
+        variables: the variables `fn` reads.
+        fn: a function of tensors returning a nested structure of tensors.
+
+    Returns:
+        `call(values, *args)`.
+
+    Examples:
+        >>> import keras
+        >>> import numpy as np
+        >>> layer = keras.layers.Dense(1, kernel_initializer="ones")
+        >>> layer.build((None, 2))
+        >>> run = compile_with_values(layer.weights, lambda x: layer(x))
+        >>> np.asarray(run(None, np.ones((1, 2), "float32"))).tolist()
+        [[2.0]]
+    """
+    variables = list(variables)
+    if backend() == "jax":
+        import jax
+        import keras
+
+        def pure(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*args)
+
+        jitted = jax.jit(pure)
+
+        def call(values, *args):
+            if values is None:
+                values = [v.value for v in variables]
+            return jitted(list(values), *args)
+
+        return call
+    import tensorflow as tf
+
+    compiled = tf.function(fn, reduce_retracing=True)
+
+    def call(values, *args):
+        return compiled(*args)
+
+    return call

@@ -80,6 +80,87 @@ PRESETS = {
 V1_LOSS_SCALES = {"rec": 1.0, "rew": 1.0, "con": 1.0, "dyn": 0.5, "rep": 0.1}
 
 
+# The agent's hyperparameters (DreamerV3's actor-critic), on top of
+# `DEFAULTS`. The actor and critic use the preset's `units`; `loss_scales`
+# of an agent also takes `policy`, `value` and `repval`.
+AGENT_DEFAULTS = {
+    "actor_layers": 3,
+    "critic_layers": 3,
+    "actor_unimix": 0.0,  # the reference's code: no mix (its paper: 1%)
+    "actor_minstd": 0.1,
+    "actor_maxstd": 1.0,
+    "actor_outscale": 0.01,
+    "critic_outscale": 0.0,
+    "critic_bins": 255,
+    "imag_length": 15,
+    "lam": 0.95,
+    "actent": 3e-4,
+    "slowreg": 1.0,
+    "slow_rate": 0.02,
+    "slow_every": 1,
+    "retnorm_low": 5.0,
+    "retnorm_high": 95.0,
+    "retnorm_rate": 0.01,
+    "retnorm_limit": 1.0,
+    "eval_mode": "sample",  # the reference samples in evaluation; or "mode"
+}
+
+AGENT_LOSS_SCALES = {"policy": 1.0, "value": 1.0, "repval": 0.3}
+
+AGENT_PRESETS = {
+    "debug": {"actor_layers": 1, "critic_layers": 1, "critic_bins": 5},
+}
+
+
+def resolve_agent(preset=None, **overrides):
+    """The world-model and agent hyperparameters of an agent preset.
+
+    Args:
+        preset: a name from `PRESETS`, or None for the reference defaults.
+        **overrides: any key of `DEFAULTS` or `AGENT_DEFAULTS`; `loss_scales`
+            may set world-model and agent scales (`policy`, `value`,
+            `repval`).
+
+    Returns:
+        `(world_model_overrides, agent_config)`: the overrides to pass to
+        the world model, and a full agent dict (every key of
+        `AGENT_DEFAULTS` plus `loss_scales` with the three agent scales).
+
+    Raises:
+        ValueError: for an unknown preset, hyperparameter or `eval_mode`.
+
+    Examples:
+        >>> wm, agent = resolve_agent("size1m", actent=1e-3, loss_scales={"repval": 0})
+        >>> wm, agent["actent"], agent["loss_scales"]["repval"]
+        ({}, 0.001, 0)
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {preset!r}; valid presets are: {', '.join(PRESETS)}."
+        )
+    overrides = dict(overrides)
+    scales = dict(overrides.pop("loss_scales", None) or {})
+    agent_scales = {k: scales.pop(k) for k in AGENT_LOSS_SCALES if k in scales}
+    agent_keys = {k: overrides.pop(k) for k in AGENT_DEFAULTS if k in overrides}
+    unknown = sorted(set(overrides) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown agent hyperparameter(s) {unknown}; valid ones are: "
+            f"{', '.join(sorted({*DEFAULTS, *AGENT_DEFAULTS}))}."
+        )
+    if scales:
+        overrides["loss_scales"] = scales
+    config = copy.deepcopy(AGENT_DEFAULTS)
+    config.update(AGENT_PRESETS.get(preset, {}))
+    config.update(agent_keys)
+    config["loss_scales"] = {**AGENT_LOSS_SCALES, **agent_scales}
+    if config["eval_mode"] not in ("sample", "mode"):
+        raise ValueError(
+            f"eval_mode must be 'sample' or 'mode', got {config['eval_mode']!r}."
+        )
+    return overrides, config
+
+
 def resolve(preset=None, **overrides):
     """The full hyperparameter dict of a preset with overrides applied.
 

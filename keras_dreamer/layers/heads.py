@@ -8,8 +8,30 @@ from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.dense import DenseNormAct
 
 
-class _MLPHead(keras.layers.Layer):
-    """`layers` hidden `DenseNormAct(units)` blocks and a linear output."""
+@keras.saving.register_keras_serializable(package="keras_dreamer")
+class MLPHead(keras.layers.Layer):
+    """`layers` hidden `DenseNormAct(units)` blocks and a linear output.
+
+    The trunk of every head, the actor and the critic. The output layer uses
+    the fan-in initialiser scaled by `outscale` (0 gives a zero output).
+
+    Args:
+        outputs: output width.
+        units: hidden width.
+        layers: hidden layers.
+        act: activation name.
+        outscale: initial scale of the output layer.
+        **kwargs: forwarded to `keras.layers.Layer`.
+
+    Returns:
+        `call(feat)` returns float32 `[..., outputs]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> head = MLPHead(3, units=8, layers=2, outscale=0.0)
+        >>> np.asarray(head(np.ones((1, 5), "float32"))).tolist()
+        [[0.0, 0.0, 0.0]]
+    """
 
     def __init__(
         self, outputs, units=1024, layers=1, act="silu", outscale=1.0, **kwargs
@@ -46,6 +68,7 @@ class _MLPHead(keras.layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
+            "outputs": self.out.units,
             "units": self.units,
             "layers": self.layers,
             "act": self.act,
@@ -54,7 +77,7 @@ class _MLPHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
-class RewardHead(_MLPHead):
+class RewardHead(MLPHead):
     """Predicts the reward as a two-hot distribution over symexp-spaced bins.
 
     The output layer is zero-initialised (`outscale=0`), so the predicted
@@ -92,11 +115,13 @@ class RewardHead(_MLPHead):
         return kdops.twohot_mean(logits, self.bin_values)
 
     def get_config(self):
-        return {**super().get_config(), "bins": self.bins}
+        config = {**super().get_config(), "bins": self.bins}
+        del config["outputs"]
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
-class ContinueHead(_MLPHead):
+class ContinueHead(MLPHead):
     """Predicts whether the episode continues (a Bernoulli logit).
 
     The target is `(1 - is_terminal) * (1 - 1 / horizon)`: with the default
@@ -142,4 +167,6 @@ class ContinueHead(_MLPHead):
         return ops.sigmoid(logits)
 
     def get_config(self):
-        return {**super().get_config(), "horizon": self.horizon}
+        config = {**super().get_config(), "horizon": self.horizon}
+        del config["outputs"]
+        return config
