@@ -245,9 +245,7 @@ class Agent(keras.Model):
         }
         traj = self.imagine(start, config["imag_length"], noise=noise)
         feat = ops.stop_gradient(wm.feat_vector(traj))  # [N, H + 1, F]
-        reward = ops.stop_gradient(
-            wm.reward_head.predict_value(wm.reward_head(feat))
-        )
+        reward = ops.stop_gradient(wm.reward_head.predict_value(wm.reward_head(feat)))
         cont = ops.stop_gradient(wm.cont_head.predict_value(wm.cont_head(feat)))
         logits = critic(feat)
         value = critic.value(logits)

@@ -35,6 +35,18 @@ class ActingWeights:
         self._agent = agent
         self._snapshot = None
         self._lock = threading.Lock()
+        self._steps = {}
+
+    def step_function(self, mode):
+        """The compiled `policy_step(carry, obs, mode, noise)`, one per mode,
+        shared by every policy of the agent: `call(values, carry, obs, noise)`."""
+        if mode not in self._steps:
+            agent = self._agent
+            self._steps[mode] = kdops.compile_with_values(
+                self.variables,
+                lambda carry, obs, noise: agent.policy_step(carry, obs, mode, noise),
+            )
+        return self._steps[mode]
 
     @property
     def variables(self):
@@ -107,7 +119,6 @@ class AgentPolicy:
         self._rng = np.random.default_rng(seed)
         self._carry = None
         self._size = None
-        self._step = None
 
     @property
     def batch_size(self):
@@ -121,19 +132,9 @@ class AgentPolicy:
         if self._carry is None:
             self._carry = self.agent.initial_policy_carry(count)
             self._size = count
-        if self._step is None:
-            agent = self.agent
-            weights = agent.acting_weights
-            self._step = kdops.compile_with_values(
-                weights.variables,
-                lambda carry, obs, noise: agent.policy_step(
-                    carry, obs, self.mode, noise
-                ),
-            )
-        noise = self._noise(count)
-        carry, action = self._step(
-            self.agent.acting_weights.values(), self._carry, obs, noise
-        )
+        weights = self.agent.acting_weights
+        step = weights.step_function(self.mode)
+        carry, action = step(weights.values(), self._carry, obs, self._noise(count))
         self._carry = carry
         return np.asarray(ops.convert_to_numpy(action), np.float32)
 
@@ -159,7 +160,10 @@ class AgentPolicy:
             else self._rng.standard_normal(size=shape)
         )
         latent = self._rng.uniform(size=(count, rssm.stoch, rssm.classes))
-        return {"action": action.astype(np.float32), "latent": latent.astype(np.float32)}
+        return {
+            "action": action.astype(np.float32),
+            "latent": latent.astype(np.float32),
+        }
 
     def _check(self, obs):
         spaces = self.agent.world_model.obs_spaces

@@ -189,7 +189,10 @@ def test_parameter_counts_equal_the_reference():
     def count(layer):
         return sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
 
-    for preset, policy, value in (("size1m", 50706, 66111), ("size12m", 792594, 853503)):
+    for preset, policy, value in (
+        ("size1m", 50706, 66111),
+        ("size12m", 792594, 853503),
+    ):
         agent = kd.Agent({"image": (64, 64, 3)}, kd.Discrete(18), preset=preset)
         assert (count(agent.actor), count(agent.critic)) == (policy, value), preset
 
@@ -203,12 +206,17 @@ def test_actor_critic_losses_match_numpy(agent):
     batch["is_terminal"][0, 3] = True
     batch["is_first"][0, 4] = True
     outputs = agent(batch)
-    lo0, hi0 = (float(keras.ops.convert_to_numpy(v)) for v in (agent.retnorm.lo, agent.retnorm.hi))
+    lo0, hi0 = (
+        float(keras.ops.convert_to_numpy(v))
+        for v in (agent.retnorm.lo, agent.retnorm.hi)
+    )
     terms = to_numpy(agent.actor_critic_terms(batch, outputs, update=True))
     agent.retnorm.lo.assign(lo0)
     agent.retnorm.hi.assign(hi0)
     config = agent.agent_config
-    reward, cont, value = (terms[k].astype(np.float64) for k in ("reward", "cont", "value"))
+    reward, cont, value = (
+        terms[k].astype(np.float64) for k in ("reward", "cont", "value")
+    )
     ret = np_lambda_return(reward, cont, value, 0.95)
     np.testing.assert_allclose(terms["return"], ret, rtol=1e-4, atol=1e-5)
     weight = np.cumprod(cont, 1)[:, :-1]  # w_0 = c_0
@@ -224,7 +232,9 @@ def test_actor_critic_losses_match_numpy(agent):
     logp = (action * logq).sum(-1)
     entropy = -(np.exp(logq) * logq).sum(-1)
     policy = np.mean(-weight * (logp * adv + 3e-4 * entropy))
-    np.testing.assert_allclose(terms["policy_loss"].mean(), policy, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        terms["policy_loss"].mean(), policy, rtol=1e-4, atol=1e-6
+    )
 
     bins = np_bins(config["critic_bins"])
     logits = to_numpy(agent.critic(terms["feat"]))[:, :-1].astype(np.float64)
@@ -312,9 +322,20 @@ def test_train_step_updates_slow_critic_and_normalizer_and_logs_keys(agent):
     logs = agent.train_on_batch(batch, return_dict=True)
     assert int(keras.ops.convert_to_numpy(agent.critic.slow_updates)) == count + 2
     assert float(keras.ops.convert_to_numpy(agent.retnorm.hi)) != 0.0
-    for key in ("loss/policy", "loss/value", "loss/repval", "ret", "val", "adv",
-                "ret_min", "ret_max", "ent/action", "loss/image", "loss/dyn",
-                "opt/grad_norm"):
+    for key in (
+        "loss/policy",
+        "loss/value",
+        "loss/repval",
+        "ret",
+        "val",
+        "adv",
+        "ret_min",
+        "ret_max",
+        "ent/action",
+        "loss/image",
+        "loss/dyn",
+        "opt/grad_norm",
+    ):
         assert key in logs and np.isfinite(logs[key]), key
     slow = [to_numpy(w) for w in agent.critic.slow_weights()]
     fast = [to_numpy(w) for w in agent.critic.fast_weights()]
@@ -327,19 +348,24 @@ def test_keras_round_trip_gives_identical_outputs(agent, tmp_path):
     path = tmp_path / "agent.keras"
     agent.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, kd.Agent) and isinstance(loaded.world_model, kd.WorldModel)
+    assert isinstance(loaded, kd.Agent) and isinstance(
+        loaded.world_model, kd.WorldModel
+    )
     for a, b in zip(agent.weights, loaded.weights):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
     obs = {"image": batch["image"][:, 0], "is_first": np.ones(2, bool)}
-    noise = {"action": np.full((2, 3), 0.5, "float32"),
-             "latent": np.full((2, 2, 4), 0.5, "float32")}
+    noise = {
+        "action": np.full((2, 3), 0.5, "float32"),
+        "latent": np.full((2, 2, 4), 0.5, "float32"),
+    }
     carry = agent.initial_policy_carry(2)
     ours = to_numpy(agent.policy_step(carry, obs, noise=noise))
     theirs = to_numpy(loaded.policy_step(carry, obs, noise=noise))
     keras.tree.map_structure(np.testing.assert_array_equal, ours, theirs)
     feat = np.ones((2, agent.actor.net.hidden[0].dense.kernel.shape[0]), "float32")
     np.testing.assert_array_equal(
-        to_numpy(agent.critic.slow_value(feat)), to_numpy(loaded.critic.slow_value(feat))
+        to_numpy(agent.critic.slow_value(feat)),
+        to_numpy(loaded.critic.slow_value(feat)),
     )
     assert loaded.agent_config == agent.agent_config
 

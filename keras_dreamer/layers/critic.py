@@ -95,7 +95,9 @@ class Critic(MLPHead):
 
     def slow_weights(self):
         """The slow copy's weights, in the order of `fast_weights()`."""
-        return [w for layer in (*self.slow.hidden, self.slow.out) for w in layer.weights]
+        return [
+            w for layer in (*self.slow.hidden, self.slow.out) for w in layer.weights
+        ]
 
     def value(self, logits):
         """The expected value of value logits, `[...]`."""
