@@ -1,0 +1,117 @@
+"""Agent update speed next to the world-model update, and the policy's latency.
+
+For each preset and backend, fresh processes alternate: the world-model-only
+update (`kd.WorldModel.fit`) and the full agent update (`kd.Agent.fit`: world
+model, imagination of H = 15 steps from all B * T posterior states, actor,
+critic, replay value loss, one LaProp step), on the same fixed batch of
+B x T 64x64x3 uint8 images with 18 discrete actions. The agent worker also
+times `agent.policy` (one compiled acting step, noise drawn on the host) for
+1 and 16 envs. Medians of the timed steps after the first (compile) step.
+
+    python benchmarks/agent_step.py                       # size1m, size12m
+    python benchmarks/agent_step.py --presets size1m --backends tensorflow
+
+Prints one JSON line per run and markdown tables at the end.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import run_worker  # noqa: E402
+
+WORKER = r"""
+import json, os, resource, sys, time
+sys.path.insert(0, os.environ["KD_ROOT"])
+sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
+import numpy as np
+import keras
+import keras_dreamer as kd
+from worker_utils import BatchEndTimes, Repeat, synthetic_batch
+
+args = json.loads(sys.argv[1])
+B, T = args["batch"], args["length"]
+batch = synthetic_batch(B, T)
+cls = kd.Agent if args["kind"] == "agent" else kd.WorldModel
+model = cls({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"])
+model.compile()
+times = BatchEndTimes()
+start = time.perf_counter()
+model.fit(Repeat(batch, args["steps"] + 1), epochs=1, verbose=0, callbacks=[times],
+          shuffle=False)
+steps = np.diff(times.ends)
+result = {
+    **args,
+    "backend": keras.backend.backend(),
+    "params": model.count_params(),
+    "first_step_s": round(times.ends[0] - start, 2),
+    "median_s": round(float(np.median(steps)), 3),
+    "all_s": [round(float(s), 3) for s in steps],
+    "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+}
+if args["kind"] == "agent":
+    for envs in (1, 16):
+        policy = model.make_policy("train", seed=0)
+        obs = {"image": np.resize(batch["image"][0], (envs, 64, 64, 3)),
+               "is_first": np.zeros(envs, bool)}
+        policy(obs)  # compile
+        lat = []
+        for _ in range(args["policy_calls"]):
+            t0 = time.perf_counter()
+            policy(obs)
+            lat.append(time.perf_counter() - t0)
+        result[f"policy_ms_{envs}"] = round(1000 * float(np.median(lat)), 2)
+print("RESULT " + json.dumps(result))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--presets", nargs="+", default=["size1m", "size12m"])
+    parser.add_argument("--steps", type=int, default=5, help="timed updates")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--policy-calls", type=int, default=50)
+    parser.add_argument("--timeout", type=int, default=3600)
+    args = parser.parse_args()
+    results = []
+    for preset in args.presets:
+        for backend in args.backends:
+            for kind in ("world_model", "agent"):
+                config = {
+                    "backend": backend,
+                    "preset": preset,
+                    "kind": kind,
+                    "batch": args.batch,
+                    "length": args.length,
+                    "steps": args.steps,
+                    "policy_calls": args.policy_calls,
+                }
+                result = run_worker(WORKER, config, args.timeout)
+                print(json.dumps(result), flush=True)
+                results.append(result)
+    print()
+    print("| backend | preset | world model s/update | agent s/update | ratio "
+          "| agent compile s | agent peak RSS GiB | policy ms, 1 env | 16 envs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    pairs = {}
+    for r in results:
+        pairs.setdefault((r["backend"], r["preset"]), {})[r["kind"]] = r
+    for (backend, preset), pair in pairs.items():
+        wm, agent = pair.get("world_model", {}), pair.get("agent", {})
+        if "median_s" not in wm or "median_s" not in agent:
+            print(f"| {backend} | {preset} | error | | | | | | |")
+            continue
+        print(
+            f"| {backend} | {preset} | {wm['median_s']} | {agent['median_s']} "
+            f"| {agent['median_s'] / wm['median_s']:.2f} | {agent['first_step_s']} "
+            f"| {agent['peak_rss_gb']} | {agent['policy_ms_1']} "
+            f"| {agent['policy_ms_16']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
