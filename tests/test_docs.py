@@ -29,6 +29,11 @@ BACKEND = keras.backend.backend()
 # What the API reference must document (ids of its headings).
 API_OBJECTS = (
     "world_model.WorldModel",
+    "agent.Agent",
+    "policy.AgentPolicy",
+    "layers.Actor",
+    "layers.Critic",
+    "returns",
     "layers.RSSM",
     "layers.Encoder",
     "layers.Decoder",
