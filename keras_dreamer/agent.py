@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_dreamer import fitting
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
 from keras_dreamer import returns
@@ -11,7 +12,6 @@ from keras_dreamer.layers.critic import Critic
 from keras_dreamer.layers.normalizer import ReturnNormalizer
 from keras_dreamer.policy import ActingWeights
 from keras_dreamer.policy import AgentPolicy
-from keras_dreamer.world_model import StepValues
 from keras_dreamer.world_model import WorldModel
 from keras_dreamer.world_model import _data_spec
 
@@ -155,8 +155,9 @@ class Agent(keras.Model):
         self.noise_generator = keras.random.SeedGenerator(seed, name="agent_noise")
         horizon = wm.config["horizon"]
         self.discount = 1.0 - 1.0 / horizon if horizon else 1.0
-        self.step_values = StepValues(
+        self.step_values = fitting.StepValues(
             ("loss", *wm.loss_names, "dyn_ent", "rep_ent", *AGENT_LOG_KEYS)
+            + (fitting.FRAMES_KEY,)
         )
         feat = wm.config["deter"] + wm.config["stoch"] * wm.config["classes"]
         self.actor.build((None, feat))
@@ -189,7 +190,7 @@ class Agent(keras.Model):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         values = self.loss_metrics(x, y_pred, update=training)
-        self.step_values.update_state(values)
+        self.step_values.update_state({**values, **fitting.frames_log(x)})
         return values["loss"]
 
     def loss_metrics(self, batch, outputs=None, update=False):
@@ -394,7 +395,7 @@ class Agent(keras.Model):
         spec = _data_spec(x)
         if spec is not None:
             self.world_model.check_batch(spec)
-        guard = kdops.FirstStepGuard(self)
+        guard = fitting.FirstStepGuard(self)
         callbacks = [*(callbacks or []), guard, _PolicySync(self)]
         try:
             return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
@@ -408,7 +409,7 @@ class Agent(keras.Model):
             self.acting_weights.end()
 
     def train_step(self, *args, **kwargs):
-        return kdops.add_optimizer_logs(self, super().train_step(*args, **kwargs))
+        return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
     # ------------------------------------------------------------ acting
 
