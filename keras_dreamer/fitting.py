@@ -4,7 +4,7 @@
 layer's variables (jitted on JAX, a `tf.function` on TensorFlow);
 `StepValues` is a metric that carries each step's own values into the train
 logs; `add_optimizer_logs` merges the optimizer's per-step values (gradient
-norm, learning rate) into them; `frames_logs` gives the number of replayed
+norm, learning rate) into them; `frames_log` gives the number of replayed
 frames of a batch; `FirstStepGuard` keeps a model's weights when the first
 step of `fit` fails. `WorldModel` and `Agent` use all of them.
 
@@ -17,6 +17,7 @@ loudly, naming the Keras and JAX versions, if that structure changes.
 import keras
 from keras import ops
 
+from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.ops import backend
 
 
@@ -59,9 +60,6 @@ class StepValues(keras.metrics.Metric):
             variable.assign(0.0)
 
 
-FRAMES_KEY = "frames"
-
-
 def batch_frames(batch):
     """The number of frames `B * T` of a sequence batch, as a float32 scalar.
 
@@ -91,6 +89,12 @@ def frames_log(batch):
 
     A model's `compute_loss` merges it into its step values, so every train
     step reports the frames it consumed, whatever the data source.
+
+    Args:
+        batch: a dict batch with `is_first` or `action` of shape `[B, T, ...]`.
+
+    Returns:
+        A dict with one float32 scalar tensor.
 
     Examples:
         >>> import numpy as np

@@ -22,6 +22,7 @@ from keras_dreamer import envs
 from keras_dreamer.callbacks import DreamerReportCallback
 from keras_dreamer.data import Collector
 from keras_dreamer.data import Replay
+from keras_dreamer.logger import check_logdir
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger import truncate_jsonl
 from keras_dreamer.logger.outputs import TensorBoardOutput
@@ -312,8 +313,12 @@ def _setup(
         collector.env_steps = int(state.get("env_steps", 0))
         if "policy_rng" in state and hasattr(collector.policy, "set_state"):
             collector.policy.set_state(state["policy_rng"])
+    # Lines above the restored step were written by an interrupted run and
+    # are written again; without a checkpoint nothing is restored, so every
+    # line goes (a run killed before its first checkpoint starts over).
+    keep_until = start_step if resume is not None else -1
     for name in ("metrics.jsonl", "scores.jsonl"):
-        truncate_jsonl(os.path.join(logdir, name), start_step)
+        truncate_jsonl(os.path.join(logdir, name), keep_until)
     write_operative_config(logdir)
     collector.prefill_replay()
     return model, collector, replay, start_step, resume is not None
@@ -345,16 +350,10 @@ def prepare_logdir(logdir):
         ...     print(error)  # doctest: +ELLIPSIS
         logdir '...' exists and is not a directory.
     """
-    if os.path.exists(logdir) and not os.path.isdir(logdir):
-        raise ConfigError(f"logdir {logdir!r} exists and is not a directory.")
     try:
-        os.makedirs(logdir, exist_ok=True)
+        check_logdir(logdir)
     except OSError as error:
-        raise ConfigError(
-            f"Cannot create logdir {logdir!r}: {error.strerror}."
-        ) from None
-    if not os.access(logdir, os.W_OK | os.X_OK):
-        raise ConfigError(f"logdir {logdir!r} is not writable.")
+        raise ConfigError(str(error)) from None
 
 
 def write_operative_config(logdir):
