@@ -49,7 +49,9 @@ def test_obs_space_from_shapes():
     [((64, "x", 3), "entry 1 is 'x'"), ((64, 0, 3), "entry 1 is 0"), ((2.5,), "2.5")],
 )
 def test_malformed_obs_shape_names_the_key_and_the_entry(shape, bad):
-    with pytest.raises(ValueError, match=f"entry 'image' has a bad shape.*{bad}") as info:
+    with pytest.raises(
+        ValueError, match=f"entry 'image' has a bad shape.*{bad}"
+    ) as info:
         as_obs_space(shape, "image")
     assert "invalid literal" not in str(info.value)
 

@@ -6,7 +6,7 @@ can be bound in a gin file (see `gin_configs/` and `docs/configuration.md`);
 gin configures these factories, never the Keras layers themselves.
 
 Run it with `keras-dreamer train --logdir DIR [--gin_file F] [--gin_param B]`
-or `python -m keras_dreamer.train ...` (see `keras_dreamer.cli`), which set
+or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), which set
 the backend before this module (and Keras) is imported.
 """
 
@@ -198,8 +198,8 @@ def train(
         debug.gin` runs them:
 
         >>> import gin, tempfile
-        >>> from keras_dreamer import cli
-        >>> _ = gin.parse_config_file(cli.resolve_gin_file("debug.gin"))
+        >>> from keras_dreamer.train.command import resolve_gin_file
+        >>> _ = gin.parse_config_file(resolve_gin_file("debug.gin"))
         >>> _ = gin.parse_config(["train.steps = 2", "train.report_every = None"])
         >>> logdir = tempfile.mkdtemp()
         >>> result = train(logdir=logdir)
