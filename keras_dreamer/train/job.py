@@ -313,12 +313,7 @@ def _setup(
         collector.env_steps = int(state.get("env_steps", 0))
         if "policy_rng" in state and hasattr(collector.policy, "set_state"):
             collector.policy.set_state(state["policy_rng"])
-    # Lines above the restored step were written by an interrupted run and
-    # are written again; without a checkpoint nothing is restored, so every
-    # line goes (a run killed before its first checkpoint starts over).
-    keep_until = start_step if resume is not None else -1
-    for name in ("metrics.jsonl", "scores.jsonl"):
-        truncate_jsonl(os.path.join(logdir, name), keep_until)
+    drop_unsaved_lines(logdir, start_step if resume is not None else None)
     write_operative_config(logdir)
     collector.prefill_replay()
     return model, collector, replay, start_step, resume is not None
@@ -329,6 +324,32 @@ def _run_state(collector):
     if hasattr(collector.policy, "get_state"):
         state["policy_rng"] = collector.policy.get_state()
     return state
+
+
+def drop_unsaved_lines(logdir, checkpoint_step):
+    """Drops the log lines that a resumed run will write again.
+
+    Lines above the checkpoint's step were written by the interrupted run
+    and come again after the restore; with no checkpoint (`None`) nothing is
+    restored, so every line goes (a run killed before its first checkpoint
+    starts over, and its step-0 lines are not written twice).
+
+    Args:
+        logdir: the run directory.
+        checkpoint_step: the step of the restored checkpoint, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> logdir = tempfile.mkdtemp()
+        >>> with open(os.path.join(logdir, "metrics.jsonl"), "w") as f:
+        ...     _ = f.write('{"step": 0}\\n{"step": 5}\\n')
+        >>> drop_unsaved_lines(logdir, None)
+        >>> open(os.path.join(logdir, "metrics.jsonl")).read()
+        ''
+    """
+    keep_until = -1 if checkpoint_step is None else int(checkpoint_step)
+    for name in ("metrics.jsonl", "scores.jsonl"):
+        truncate_jsonl(os.path.join(logdir, name), keep_until)
 
 
 def prepare_logdir(logdir):
