@@ -1,5 +1,7 @@
 """DreamerV3's world model as a `keras.Model` trained with `fit`."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -21,7 +23,15 @@ from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
 
-_KERAS_KWARGS = ("name", "dtype", "trainable")
+# The keyword arguments of `keras.layers.Layer` (and so of `keras.Model`):
+# `name`, `dtype`, `trainable`, `autocast`, `activity_regularizer`.
+_KERAS_KWARGS = tuple(
+    name
+    for name, parameter in inspect.signature(
+        keras.layers.Layer.__init__
+    ).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
@@ -58,8 +68,9 @@ class WorldModel(keras.Model):
             seed, `keras.utils.set_random_seed`).
         **kwargs: hyperparameter overrides (any key of
             `keras_dreamer.presets.DEFAULTS`, e.g. `deter=1024`,
-            `loss_scales={"dyn": 0.5}`) and Keras's `name`, `dtype`,
-            `trainable`.
+            `loss_scales={"dyn": 0.5}`) and the standard `keras.Model`
+            arguments `name`, `dtype`, `trainable`, `autocast` (False by
+            default) and `activity_regularizer`.
 
     Examples:
         A tiny model on 16x16 images observes a batch, imagines from its
@@ -91,9 +102,15 @@ class WorldModel(keras.Model):
 
     def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KWARGS if k in kwargs}
-        # No input autocasting: rewards and actions stay float32 under
-        # mixed precision; the layers cast what they compute with.
-        super().__init__(autocast=False, **keras_kwargs)
+        self._extra_keras_kwargs = {
+            k: v
+            for k, v in keras_kwargs.items()
+            if k not in ("name", "dtype", "trainable") and v is not None
+        }
+        # No input autocasting by default: rewards and actions stay float32
+        # under mixed precision; the layers cast what they compute with.
+        keras_kwargs.setdefault("autocast", False)
+        super().__init__(**keras_kwargs)
         self.preset = preset
         self.seed = seed
         self.config = presets.resolve(preset, **kwargs)
@@ -307,21 +324,16 @@ class WorldModel(keras.Model):
         `close_on_interrupt` attribute (`DreamerReportCallback`) are closed,
         so their pending logs are written.
         """
-        spec = _data_spec(x)
-        if spec is not None:
-            self.check_batch(spec)
-        guard = fitting.FirstStepGuard(self)
-        callbacks = [*(callbacks or []), guard]
-        try:
-            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        except BaseException:
-            guard.restore()
-            # Keras skips on_train_end when fit is interrupted; let reporting
-            # callbacks write what they hold and close their outputs.
-            for callback in callbacks:
-                if getattr(callback, "close_on_interrupt", False):
-                    callback.close()
-            raise
+        return fitting.guarded_fit(
+            self,
+            super().fit,
+            x,
+            y,
+            *args,
+            callbacks=callbacks,
+            check_batch=self.check_batch,
+            **kwargs,
+        )
 
     def train_step(self, *args, **kwargs):
         return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
@@ -484,6 +496,10 @@ class WorldModel(keras.Model):
             "seed": self.seed,
         }
         config.update(self._overrides)
+        for key, value in self._extra_keras_kwargs.items():
+            if key == "activity_regularizer":
+                value = keras.regularizers.serialize(value)
+            config[key] = value
         if "mults" in config:
             config["mults"] = list(config["mults"])
         return config
@@ -494,15 +510,3 @@ class WorldModel(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
-
-
-def _data_spec(data):
-    """The batch dict (or its spec) of `fit`'s `x`, when it can be had cheaply."""
-    if isinstance(data, dict):
-        return data
-    spec = getattr(data, "batch_spec", None)
-    if spec is None:
-        spec = getattr(data, "element_spec", None)
-    if isinstance(spec, tuple) and spec and isinstance(spec[0], dict):
-        spec = spec[0]
-    return spec if isinstance(spec, dict) else None

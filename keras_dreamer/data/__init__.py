@@ -14,8 +14,8 @@ from keras_dreamer.data.dataset import ArraySpec
 from keras_dreamer.data.dataset import OfflineDataset
 from keras_dreamer.data.dataset import ReplayDataset
 from keras_dreamer.data.dataset import batch_spec
-from keras_dreamer.data.replay import CorruptReplayError
 from keras_dreamer.data.replay import Replay
+from keras_dreamer.data.replay_files import CorruptReplayError
 
 __all__ = [
     "ArraySpec",
