@@ -41,7 +41,14 @@ class CorruptReplayError(ValueError):
 
 
 def save_replay(replay, directory):
-    """Writes `replay` to `directory` (see `Replay.save`); returns the path.
+    """Writes `replay` to `directory` (see `Replay.save`).
+
+    Args:
+        replay: the `Replay` to write.
+        directory: the target directory (created; replaced atomically).
+
+    Returns:
+        The directory's path.
 
     Examples:
         >>> import tempfile
@@ -104,7 +111,13 @@ def save_replay(replay, directory):
 def load_replay(replay, directory, strict=True):
     """Replaces `replay`'s content with the one saved in `directory`.
 
-    See `Replay.load` (which calls it) for `strict`. Returns `replay`.
+    Args:
+        replay: the `Replay` to fill.
+        directory: a directory written by `save_replay`.
+        strict: see `Replay.load`, which calls this.
+
+    Returns:
+        `replay`.
 
     Examples:
         See `save_replay`.
@@ -165,6 +178,12 @@ def load_replay(replay, directory, strict=True):
 def worker_id(worker):
     """A replay worker id as stored: an int or a string.
 
+    Args:
+        worker: an int (numpy ints too) or a string.
+
+    Returns:
+        The id as a Python int or str.
+
     Examples:
         >>> worker_id(np.int64(3)), worker_id("env-1")
         (3, 'env-1')
@@ -199,7 +218,14 @@ def _atomic_write(path, write):
 def read_manifest(directory):
     """The checked `replay.json` manifest of a saved replay, as a dict.
 
-    Raises `CorruptReplayError` naming the file if it is missing or malformed.
+    Args:
+        directory: a directory written by `save_replay`.
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        CorruptReplayError: naming the file, if it is missing or malformed.
 
     Examples:
         See `save_replay`.

@@ -63,6 +63,9 @@ DESCRIPTION = (
 def add_arguments(parser):
     """Adds the training command's arguments to an `argparse` parser.
 
+    Args:
+        parser: an `argparse.ArgumentParser` (or subparser).
+
     Examples:
         >>> parser = argparse.ArgumentParser()
         >>> add_arguments(parser)
@@ -160,11 +163,25 @@ def resolve_gin_file(name):
 def run(args):
     """Runs the training command on parsed arguments (see `add_arguments`).
 
+    Args:
+        args: the `argparse.Namespace` of a parser set up by `add_arguments`.
+
     Returns:
         The exit code: 0 success, 1 training failure, 130 interrupted.
 
     Raises:
         UsageError: bad usage or configuration.
+
+    Examples:
+        >>> import argparse
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> args = parser.parse_args(["--logdir", "runs/x", "--gin_file", "no.gin"])
+        >>> try:
+        ...     run(args)
+        ... except UsageError as error:
+        ...     print(str(error).split(" (")[0])
+        gin file 'no.gin' not found
     """
     select_backend(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info noise
