@@ -1,14 +1,18 @@
-"""World-model parameter counts of every preset against DreamerV3's.
+"""Parameter counts of every preset against DreamerV3's.
 
 Builds each preset for a 64x64x3 image and 18 discrete actions and prints its
 encoder, RSSM, decoder, reward-head and continue-head parameter counts next to
-the reference implementation's (dreamerv3_semantics.md section 1.7). Building
-is fastest on TensorFlow:
+the reference implementation's (dreamerv3_semantics.md section 1.7), then the
+agent's policy and value counts (trainable; the slow critic is a further
+value-sized copy) next to the reference's (dreamerv3_agent.md section 1:
+trunk F*U + 2U^2 + 6U, policy + U*n + n, value + 255U + 255). Building is
+fastest on TensorFlow:
 
     KERAS_BACKEND=tensorflow python benchmarks/param_counts.py [--presets size1m ...]
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -33,6 +37,24 @@ def counts(preset):
     return tuple(layer.count_params() for layer in parts)
 
 
+def reference_actor_critic(preset, actions=18, bins=255):
+    """Policy and value counts from the reference's layer shapes."""
+    config = kd.presets.resolve(preset)
+    feat = config["deter"] + config["stoch"] * config["classes"]
+    units = config["units"]
+    trunk = feat * units + 2 * units**2 + 6 * units
+    return trunk + units * actions + actions, trunk + bins * units + bins
+
+
+def actor_critic_counts(preset):
+    agent = kd.Agent({"image": (64, 64, 3)}, kd.Discrete(18), preset=preset)
+
+    def trainable(layer):
+        return sum(int(math.prod(v.shape)) for v in layer.trainable_weights)
+
+    return trainable(agent.actor), trainable(agent.critic)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(REFERENCE))
@@ -48,6 +70,16 @@ def main():
         cells = " | ".join(f"{c:,}" for c in ours)
         print(
             f"| {preset} | {cells} | {total:,} | {reference:,} | {diff:+.2%} |",
+            flush=True,
+        )
+    print()
+    print("| preset | policy | reference | value | reference |")
+    print("|---|---|---|---|---|")
+    for preset in args.presets:
+        policy, value = actor_critic_counts(preset)
+        ref_policy, ref_value = reference_actor_critic(preset)
+        print(
+            f"| {preset} | {policy:,} | {ref_policy:,} | {value:,} | {ref_value:,} |",
             flush=True,
         )
 

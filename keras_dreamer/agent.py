@@ -6,11 +6,14 @@ from keras import ops
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
 from keras_dreamer import returns
+from keras_dreamer.batch import RESERVED_KEYS
 from keras_dreamer.layers.actor import Actor
 from keras_dreamer.layers.critic import Critic
 from keras_dreamer.layers.normalizer import ReturnNormalizer
 from keras_dreamer.policy import ActingWeights
 from keras_dreamer.policy import AgentPolicy
+from keras_dreamer.spaces import as_act_space
+from keras_dreamer.spaces import as_obs_space
 from keras_dreamer.world_model import StepValues
 from keras_dreamer.world_model import WorldModel
 from keras_dreamer.world_model import _data_spec
@@ -80,6 +83,8 @@ class Agent(keras.Model):
         preset: a name from `kd.presets.PRESETS`; sets the world model's
             sizes and the actor's and critic's width (`units`).
         seed: seed of the latent and action noise.
+        world_model: an existing `kd.WorldModel` to build the agent around
+            (its preset and overrides then apply; `preset` is ignored).
         **kwargs: hyperparameter overrides: any key of
             `kd.presets.DEFAULTS` (world model) or `kd.presets.AGENT_DEFAULTS`
             (actor-critic), `loss_scales` (with `policy`, `value`, `repval`
@@ -101,23 +106,56 @@ class Agent(keras.Model):
         (2, 3)
     """
 
-    def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):
+    def __init__(
+        self,
+        obs_space,
+        act_space,
+        preset="size12m",
+        seed=None,
+        world_model=None,
+        **kwargs,
+    ):
         keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KWARGS if k in kwargs}
         super().__init__(autocast=False, **keras_kwargs)
+        if world_model is not None:
+            # Adopt a built world model: its preset and overrides are ours.
+            if not isinstance(world_model, WorldModel):
+                raise ValueError(
+                    f"world_model must be a kd.WorldModel, got {type(world_model)}."
+                )
+            preset = world_model.preset
+            kwargs = {**world_model._overrides, **kwargs}
         self.preset = preset
         self.seed = seed
         self._overrides = dict(kwargs)
         wm_overrides, config = presets.resolve_agent(preset, **kwargs)
         self.agent_config = config
-        self.world_model = WorldModel(
-            obs_space,
-            act_space,
-            preset=preset,
-            seed=seed,
-            dtype=self.dtype_policy,
-            name="world_model",
-            **wm_overrides,
-        )
+        if world_model is None:
+            world_model = WorldModel(
+                obs_space,
+                act_space,
+                preset=preset,
+                seed=seed,
+                dtype=self.dtype_policy,
+                name="world_model",
+                **wm_overrides,
+            )
+        else:
+            spaces = {
+                k: as_obs_space(v, k)
+                for k, v in obs_space.items()
+                if k not in RESERVED_KEYS
+            }
+            if (spaces, as_act_space(act_space)) != (
+                world_model.obs_spaces,
+                world_model.act_space,
+            ):
+                raise ValueError(
+                    f"The world model's spaces {world_model.obs_spaces}, "
+                    f"{world_model.act_space} differ from the agent's "
+                    f"{spaces}, {as_act_space(act_space)}."
+                )
+        self.world_model = world_model
         wm = self.world_model
         self.act_space = wm.act_space
         units, act = wm.config["units"], wm.config["act"]

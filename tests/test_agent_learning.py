@@ -193,3 +193,17 @@ def test_policy_acts_with_the_latest_weights_during_fit():
     agent.fit(data, steps_per_epoch=4, epochs=1, verbose=0, callbacks=[Check()])
     assert checks and all(same and moved for same, moved in checks), checks
     assert agent.acting_weights.values() is None  # after fit: the variables
+
+
+@pytest.mark.parametrize(
+    "env_kwargs, culprit", [({"size": 32}, "image"), ({"size": 16}, "action")]
+)
+def test_fit_rejects_an_env_that_does_not_match_the_agent(env_kwargs, culprit):
+    actions = 4 if culprit == "action" else 3
+    agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(actions), preset="debug",
+                     mults=(4, 4))
+    agent.compile()
+    env = kd.envs.make("default", **env_kwargs)
+    data = kd.data.Collector(env, batch_size=2, batch_length=4, seed=0)
+    with pytest.raises(ValueError, match=culprit):
+        agent.fit(data, steps_per_epoch=1, epochs=1, verbose=0)

@@ -29,6 +29,11 @@ BACKEND = keras.backend.backend()
 # What the API reference must document (ids of its headings).
 API_OBJECTS = (
     "world_model.WorldModel",
+    "agent.Agent",
+    "policy.AgentPolicy",
+    "layers.Actor",
+    "layers.Critic",
+    "returns",
     "layers.RSSM",
     "layers.Encoder",
     "layers.Decoder",
@@ -206,7 +211,7 @@ def configuration():
 
 
 @pytest.mark.parametrize(
-    "name", ["train", "make_env", "make_world_model", "make_optimizer"]
+    "name", ["train", "make_env", "make_world_model", "make_agent", "make_optimizer"]
 )
 def test_configuration_lists_every_parameter_and_default(configuration, name):
     import gin
@@ -245,6 +250,19 @@ def test_configuration_lists_every_hyperparameter(configuration):
         f"extra {sorted(set(rows) - set(presets.DEFAULTS))}"
     )
     for key, default in presets.DEFAULTS.items():
+        value = literal(rows[key], key)
+        assert same(value, default), (key, value, default)
+
+
+def test_configuration_lists_every_agent_hyperparameter(configuration):
+    from keras_dreamer import presets
+
+    rows = table_after(configuration, "### `make_agent` hyperparameters")
+    assert set(rows) == set(presets.AGENT_DEFAULTS), (
+        f"missing {sorted(set(presets.AGENT_DEFAULTS) - set(rows))}, "
+        f"extra {sorted(set(rows) - set(presets.AGENT_DEFAULTS))}"
+    )
+    for key, default in presets.AGENT_DEFAULTS.items():
         value = literal(rows[key], key)
         assert same(value, default), (key, value, default)
 

@@ -124,7 +124,8 @@ def test_plot_draws_one_panel_per_key(run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     keys = keys_matching(run, patterns)
-    assert len(keys) == 7  # the total, five loss terms and fps/train
+    # the total, five world-model and three agent loss terms, and fps/train
+    assert len(keys) == 10
     with Image.open(out) as image:
         columns, rows = min(COLUMNS, len(keys)), -(-len(keys) // COLUMNS)
         assert image.size == (PANEL[0] * columns, PANEL[1] * rows)

@@ -2,14 +2,22 @@
 
 This package imports nothing heavy, so the command can choose the Keras
 backend (`--backend`) before Keras is imported. The job itself, with its gin
-configurables (`train`, `make_env`, `make_world_model`, `make_optimizer`),
+configurables (`train`, `make_env`, `make_world_model`, `make_agent`,
+`make_optimizer`),
 lives in `keras_dreamer.train.job` and is loaded on first use.
 """
 
 import importlib
 import sys
 
-_JOB_NAMES = ("train", "make_env", "make_world_model", "make_optimizer", "ConfigError")
+_JOB_NAMES = (
+    "train",
+    "make_env",
+    "make_world_model",
+    "make_agent",
+    "make_optimizer",
+    "ConfigError",
+)
 
 
 def main(argv=None):

@@ -1,4 +1,4 @@
-"""The gin-configured training job: env -> replay -> `WorldModel.fit` -> logs.
+"""The gin-configured training job: env -> replay -> `Agent.fit` -> logs.
 
 `train()` runs the whole job in a logdir and resumes from the logdir's latest
 checkpoint when there is one. Every function here marked `@gin.configurable`
@@ -19,6 +19,7 @@ import keras
 
 from keras_dreamer import checkpoint
 from keras_dreamer import envs
+from keras_dreamer.agent import Agent
 from keras_dreamer.callbacks import DreamerReportCallback
 from keras_dreamer.data import Collector
 from keras_dreamer.data import Replay
@@ -108,6 +109,41 @@ def make_world_model(
 
 
 @gin.configurable
+def make_agent(obs_space, act_space, seed=None, **agent_overrides):
+    """The agent for an env's spaces, around `make_world_model`'s world model.
+
+    The world model is built by `make_world_model` with its bindings
+    (preset, sizes, `dtype`, `obs_space_check`), so one gin file sizes a
+    world-model run and an agent run alike; `make_agent` binds the
+    actor-critic, whose width follows the world model's preset.
+
+    Args:
+        obs_space: the env's observation space.
+        act_space: the env's action space.
+        seed: seed of the world model's and the agent's noise.
+        **agent_overrides: any `kd.presets.AGENT_DEFAULTS` hyperparameter
+            (e.g. `actent`, `imag_length`, `eval_mode`) and `loss_scales`
+            with `policy`, `value`, `repval`.
+
+    Returns:
+        A `kd.Agent` (not compiled).
+
+    Raises:
+        ConfigError: see `make_world_model`.
+
+    Examples:
+        >>> from keras_dreamer.spaces import Discrete
+        >>> agent = make_agent({"image": (64, 64, 3)}, Discrete(3), actent=1e-2)
+        >>> agent.agent_config["actent"], agent.world_model.config["deter"]
+        (0.01, 8)
+    """
+    world_model = make_world_model(obs_space, act_space, seed=seed)
+    return Agent(
+        obs_space, act_space, seed=seed, world_model=world_model, **agent_overrides
+    )
+
+
+@gin.configurable
 def make_optimizer(
     learning_rate=4e-5, warmup=1000, agc=0.3, beta_1=0.9, beta_2=0.999, epsilon=1e-20
 ):
@@ -158,8 +194,9 @@ def train(
     seed=0,
     jit_compile="auto",
     verbose="auto",
+    agent=True,
 ):
-    """Trains a world model on an environment, resuming from `logdir`.
+    """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
     Args:
         logdir: the run directory (created; resumed if it holds a checkpoint).
@@ -182,6 +219,8 @@ def train(
         seed: seed of the env, replay, policy and model.
         jit_compile: `Model.compile(jit_compile=...)`.
         verbose: `fit`'s progress bar setting.
+        agent: train `kd.Agent` (`make_agent`), whose policy collects the
+            data; False trains only `make_world_model` on a random policy.
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
@@ -220,6 +259,7 @@ def train(
             replay_capacity,
             prefill,
             jit_compile,
+            agent,
         )
     except ConfigError:
         raise
@@ -241,7 +281,7 @@ def train(
     saver = checkpoint.Checkpointer(
         os.path.join(logdir, "ckpt"),
         save_every,
-        state_fn=lambda: _run_state(collector),
+        state_fn=lambda: _run_state(collector, agent),
         replay=replay,
     )
     summary = _SummaryLogs()
@@ -282,6 +322,7 @@ def _setup(
     replay_capacity,
     prefill,
     jit_compile,
+    agent,
 ):
     """Builds (or restores) everything a run needs, before any step is trained."""
     _check_run_settings(steps, steps_per_epoch, save_every)
@@ -305,7 +346,18 @@ def _setup(
         # A resumed run starts new episodes, not the first ones again.
         seed=[seed, start_step] if start_step else seed,
     )
-    model = make_world_model(env.obs_space, env.act_space, seed=seed)
+    kind = _model_kind(agent)
+    if resume is not None and state.get("model", "world_model") != kind:
+        raise ConfigError(
+            f"train.agent={agent} asks for a {kind.replace('_', '-')} run, but the "
+            f"checkpoint {resume} holds a {state.get('model', 'world_model')} "
+            "run. Use a new logdir or set train.agent to match."
+        )
+    if agent:
+        model = make_agent(env.obs_space, env.act_space, seed=seed)
+        collector.policy = model.policy
+    else:
+        model = make_world_model(env.obs_space, env.act_space, seed=seed)
     model.compile(optimizer=make_optimizer(), jit_compile=jit_compile)
     if resume is not None:
         checkpoint.restore(resume, model)
@@ -319,8 +371,12 @@ def _setup(
     return model, collector, replay, start_step, resume is not None
 
 
-def _run_state(collector):
-    state = {"env_steps": int(collector.env_steps)}
+def _model_kind(agent):
+    return "agent" if agent else "world_model"
+
+
+def _run_state(collector, agent):
+    state = {"env_steps": int(collector.env_steps), "model": _model_kind(agent)}
     if hasattr(collector.policy, "get_state"):
         state["policy_rng"] = collector.policy.get_state()
     return state
