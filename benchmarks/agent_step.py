@@ -94,8 +94,10 @@ def main():
                 print(json.dumps(result), flush=True)
                 results.append(result)
     print()
-    print("| backend | preset | world model s/update | agent s/update | ratio "
-          "| agent compile s | agent peak RSS GiB | policy ms, 1 env | 16 envs |")
+    print(
+        "| backend | preset | world model s/update | agent s/update | ratio "
+        "| agent compile s | agent peak RSS GiB | policy ms, 1 env | 16 envs |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     pairs = {}
     for r in results:

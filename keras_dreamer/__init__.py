@@ -29,6 +29,7 @@ _SUBMODULES = (
     "callbacks",
     "data",
     "envs",
+    "fitting",
     "layers",
     "logger",
     "openloop",

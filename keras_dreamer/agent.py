@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_dreamer import fitting
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
 from keras_dreamer import returns
@@ -14,7 +15,6 @@ from keras_dreamer.policy import ActingWeights
 from keras_dreamer.policy import AgentPolicy
 from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
-from keras_dreamer.world_model import StepValues
 from keras_dreamer.world_model import WorldModel
 from keras_dreamer.world_model import _data_spec
 
@@ -193,8 +193,9 @@ class Agent(keras.Model):
         self.noise_generator = keras.random.SeedGenerator(seed, name="agent_noise")
         horizon = wm.config["horizon"]
         self.discount = 1.0 - 1.0 / horizon if horizon else 1.0
-        self.step_values = StepValues(
+        self.step_values = fitting.StepValues(
             ("loss", *wm.loss_names, "dyn_ent", "rep_ent", *AGENT_LOG_KEYS)
+            + (fitting.FRAMES_KEY,)
         )
         feat = wm.config["deter"] + wm.config["stoch"] * wm.config["classes"]
         self.actor.build((None, feat))
@@ -227,7 +228,7 @@ class Agent(keras.Model):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         values = self.loss_metrics(x, y_pred, update=training)
-        self.step_values.update_state(values)
+        self.step_values.update_state({**values, **fitting.frames_log(x)})
         return values["loss"]
 
     def loss_metrics(self, batch, outputs=None, update=False):
@@ -432,7 +433,7 @@ class Agent(keras.Model):
         spec = _data_spec(x)
         if spec is not None:
             self.world_model.check_batch(spec)
-        guard = kdops.FirstStepGuard(self)
+        guard = fitting.FirstStepGuard(self)
         callbacks = [*(callbacks or []), guard, _PolicySync(self)]
         try:
             return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
@@ -446,7 +447,7 @@ class Agent(keras.Model):
             self.acting_weights.end()
 
     def train_step(self, *args, **kwargs):
-        return kdops.add_optimizer_logs(self, super().train_step(*args, **kwargs))
+        return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
     # ------------------------------------------------------------ acting
 

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 from keras import ops
 
+from keras_dreamer import fitting
 from keras_dreamer import ops as kdops
 
 
@@ -42,7 +43,7 @@ class ActingWeights:
         shared by every policy of the agent: `call(values, carry, obs, noise)`."""
         if mode not in self._steps:
             agent = self._agent
-            self._steps[mode] = kdops.compile_with_values(
+            self._steps[mode] = fitting.compile_with_values(
                 self.variables,
                 lambda carry, obs, noise: agent.policy_step(carry, obs, mode, noise),
             )

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dreamer import fitting
 from keras_dreamer import openloop
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
@@ -21,45 +22,6 @@ from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
 
 _KERAS_KWARGS = ("name", "dtype", "trainable")
-
-
-class StepValues(keras.metrics.Metric):
-    """Holds the latest value of several scalars (no averaging over steps).
-
-    Keras's loss tracker reports a running mean since the epoch start; this
-    metric makes the train logs carry each step's own values instead.
-
-    Args:
-        names: the names of the scalars (the keys of `result()`).
-        name: the metric's name.
-        **kwargs: forwarded to `keras.metrics.Metric`.
-
-    Examples:
-        >>> values = StepValues(["loss", "loss/image"])
-        >>> values.update_state({"loss": 2.0, "loss/image": 1.5})
-        >>> values.update_state({"loss": 1.0, "loss/image": 0.5})
-        >>> {k: float(v) for k, v in values.result().items()}
-        {'loss': 1.0, 'loss/image': 0.5}
-    """
-
-    def __init__(self, names, name="step_values", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.names = tuple(names)
-        self.values = [
-            self.add_variable(shape=(), initializer="zeros", name=n.replace("/", "_"))
-            for n in self.names
-        ]
-
-    def update_state(self, values):
-        for name, variable in zip(self.names, self.values):
-            variable.assign(ops.cast(values[name], variable.dtype))
-
-    def result(self):
-        return {name: variable.value for name, variable in zip(self.names, self.values)}
-
-    def reset_state(self):
-        for variable in self.values:
-            variable.assign(0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
@@ -208,7 +170,9 @@ class WorldModel(keras.Model):
             + ["loss/rew", "loss/con", "loss/dyn", "loss/rep"]
         )
         self._report_functions = {}
-        self.step_values = StepValues(("loss", *self.loss_names, "dyn_ent", "rep_ent"))
+        self.step_values = fitting.StepValues(
+            ("loss", *self.loss_names, "dyn_ent", "rep_ent", fitting.FRAMES_KEY)
+        )
         self._build_layers()
 
     def _build_layers(self):
@@ -329,7 +293,7 @@ class WorldModel(keras.Model):
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
         values = self.loss_metrics(x, y_pred)
-        self.step_values.update_state(values)
+        self.step_values.update_state({**values, **fitting.frames_log(x)})
         return values["loss"]
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
@@ -346,7 +310,7 @@ class WorldModel(keras.Model):
         spec = _data_spec(x)
         if spec is not None:
             self.check_batch(spec)
-        guard = kdops.FirstStepGuard(self)
+        guard = fitting.FirstStepGuard(self)
         callbacks = [*(callbacks or []), guard]
         try:
             return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
@@ -360,7 +324,7 @@ class WorldModel(keras.Model):
             raise
 
     def train_step(self, *args, **kwargs):
-        return kdops.add_optimizer_logs(self, super().train_step(*args, **kwargs))
+        return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
     # ------------------------------------------------------------ public API
 
@@ -469,7 +433,7 @@ class WorldModel(keras.Model):
         shown = min(max_sequences, int(batch["is_first"].shape[0]))
         key = ("report", shown)
         if self._report_functions.get(key) is None:
-            self._report_functions[key] = kdops.compile_function(
+            self._report_functions[key] = fitting.compile_function(
                 self, lambda b: self._report_tensors(b, shown)
             )
         outputs = self._report_functions[key](dict(batch))
