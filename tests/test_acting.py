@@ -54,7 +54,8 @@ def test_evaluator_plays_whole_episodes_and_caps_endless_ones():
     assert metrics["eval/episode/length"] <= 11 and metrics["eval/episode/cut"] == 0
     # Catch gives no reward before the ball lands: an episode cut short.
     endless = kd.data.Evaluator(
-        small_env(max_steps=1000), kd.data.RandomPolicy(env.act_space, 0),
+        small_env(max_steps=1000),
+        kd.data.RandomPolicy(env.act_space, 0),
         max_steps=4,
     )
     metrics = endless()

@@ -180,7 +180,8 @@ class Collector(ReplayDataset):
             or episode_video_frames < 0
         ):
             raise ValueError(
-                f"episode_video_frames must be an int >= 0, got {episode_video_frames!r}."
+                "episode_video_frames must be an int >= 0, got "
+                f"{episode_video_frames!r}."
             )
         self.episode_video_frames = episode_video_frames
         self._image_keys = [k for k, s in self.obs_space.items() if s.is_image]

@@ -51,7 +51,9 @@ class Evaluator:
             raise ValueError(f"Evaluator needs a callable policy, got {policy!r}.")
         for name, value in (("episodes", episodes), ("max_steps", max_steps)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Evaluator {name} must be an int >= 1, got {value!r}.")
+                raise ValueError(
+                    f"Evaluator {name} must be an int >= 1, got {value!r}."
+                )
         self.policy = policy
         self.episodes = episodes
         self.max_steps = max_steps
@@ -94,7 +96,9 @@ class Evaluator:
             if obs["is_last"]:
                 return score, length, False
             batched = {
-                k: np.asarray(v)[None] for k, v in obs.items() if not k.startswith("log/")
+                k: np.asarray(v)[None]
+                for k, v in obs.items()
+                if not k.startswith("log/")
             }
             action = np.asarray(self.policy(batched))
             action = action.reshape(1, -1)[0] if action.ndim > 1 else action[0]

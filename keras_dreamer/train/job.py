@@ -16,12 +16,15 @@ import time
 
 import gin
 import keras
+import numpy as np
 
 from keras_dreamer import checkpoint
 from keras_dreamer import envs
 from keras_dreamer.agent import Agent
 from keras_dreamer.callbacks import DreamerReportCallback
 from keras_dreamer.data import Collector
+from keras_dreamer.data import Evaluator
+from keras_dreamer.data import RandomPolicy
 from keras_dreamer.data import Replay
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger import truncate_jsonl
@@ -195,6 +198,8 @@ def train(
     jit_compile="auto",
     verbose="auto",
     agent=True,
+    eval_every=None,
+    eval_episodes=1,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
@@ -221,6 +226,11 @@ def train(
         verbose: `fit`'s progress bar setting.
         agent: train `kd.Agent` (`make_agent`), whose policy collects the
             data; False trains only `make_world_model` on a random policy.
+        eval_every: train steps between evaluations (None: off): whole
+            episodes on a separate env (`make_env` with another seed) played
+            by the agent's eval policy (the random policy without an agent),
+            logged as `eval/episode/{score,length}`.
+        eval_episodes: episodes per evaluation.
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
@@ -246,6 +256,14 @@ def train(
         >>> gin.clear_config()
     """
     logdir = os.path.abspath(os.fspath(logdir))
+    for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes)):
+        if value is None and name == "eval_every":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            allowed = " or None" if name == "eval_every" else ""
+            raise ConfigError(
+                f"train.{name} must be a positive int{allowed}, got {value!r}."
+            )
     try:
         run = _setup(
             logdir,
@@ -261,6 +279,7 @@ def train(
             jit_compile,
             agent,
         )
+        evaluator = _evaluator(run, seed, eval_every, eval_episodes)
     except ConfigError:
         raise
     except (ValueError, TypeError, ImportError, OSError) as error:
@@ -277,6 +296,8 @@ def train(
         else None,
         train_data=collector,
         report_at_start=not resumed,
+        evaluator=evaluator,
+        eval_every=eval_every if evaluator is not None else None,
     )
     saver = checkpoint.Checkpointer(
         os.path.join(logdir, "ckpt"),
@@ -298,6 +319,8 @@ def train(
         )
     finally:
         collector.close()
+        if evaluator is not None:
+            evaluator.close()
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = {
         "step": step,
@@ -369,6 +392,21 @@ def _setup(
     write_operative_config(logdir)
     collector.prefill_replay()
     return model, collector, replay, start_step, resume is not None
+
+
+def _evaluator(run, seed, eval_every, eval_episodes):
+    """The evaluation episodes' player, or None when `eval_every` is off."""
+    if eval_every is None:
+        return None
+    model, collector, _, start_step, _ = run
+    # Another seed than the training env's; a resumed run plays new episodes.
+    eval_seed = int(np.random.SeedSequence([seed, 1, start_step]).generate_state(1)[0])
+    env = make_env(seed=eval_seed)
+    if isinstance(model, Agent):
+        policy = model.make_policy("eval", seed=eval_seed)
+    else:
+        policy = RandomPolicy(env.act_space, seed=eval_seed)
+    return Evaluator(env, policy, episodes=eval_episodes, seed=eval_seed)
 
 
 def _model_kind(agent):
