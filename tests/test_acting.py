@@ -120,17 +120,23 @@ def test_checkpoint_covers_the_agent_state(tmp_path):
     collector = kd.data.Collector(
         env, policy=agent.policy, batch_size=2, batch_length=8, train_ratio=8, seed=0
     )
-    agent.fit(collector, epochs=1, steps_per_epoch=2, verbose=0)
+    agent.fit(collector, epochs=1, steps_per_epoch=1, verbose=0)
     assert agent.critic.slow_weights() and agent.retnorm.variables
-    path = checkpoint.save(tmp_path, agent, step=2)
-    before = to_numpy([v.value for v in agent.variables])
+    path = checkpoint.save(tmp_path, agent, step=1)
+
+    def state(model):  # every variable but the seed states (saved apart)
+        kept = [v for v in model.variables if "seed_generator" not in v.path]
+        return [v.path.split("/", 1)[-1] for v in kept], to_numpy(
+            [v.value for v in kept]
+        )
+
+    names, before = state(agent)
 
     other = kd.Agent(env.obs_space, env.act_space, seed=1, **SMALL_MODEL)
     other.compile()
     checkpoint.restore(path, other)
-    after = to_numpy([v.value for v in other.variables])
-    names = [v.path for v in agent.variables]
-    assert [v.path for v in other.variables] == names
+    _, after = state(other)
+    assert len(after) == len(before)
     for name, a, b in zip(names, before, after):
         np.testing.assert_array_equal(a, b, err_msg=name)
     # The critic's slow copy and the normaliser's statistics are among them.
@@ -139,4 +145,4 @@ def test_checkpoint_covers_the_agent_state(tmp_path):
     slow = to_numpy([w.value for w in other.critic.slow_weights()])
     fast = to_numpy([w.value for w in other.critic.fast_weights()])
     assert any(not np.array_equal(s, f) for s, f in zip(slow, fast))
-    assert int(keras.ops.convert_to_numpy(other.optimizer.iterations)) == 2
+    assert int(keras.ops.convert_to_numpy(other.optimizer.iterations)) == 1
