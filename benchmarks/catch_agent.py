@@ -102,6 +102,8 @@ def train(args):
         ),
         None,
     )
+    if args.frames:
+        save_episode_strip(agent, args.frames, args.seed)
     print(
         "backend",
         keras.backend.backend(),
@@ -110,6 +112,30 @@ def train(args):
         "reached +10 (mean of 10):",
         "never" if reached is None else reached,
     )
+
+
+def save_episode_strip(agent, path, seed, frames=8, every=3, zoom=4):
+    """Plays the trained agent (eval policy) on a fresh Catch and saves
+    `frames` frames, `every` steps apart, side by side as a PNG."""
+    import numpy as np
+    from PIL import Image
+
+    import keras_dreamer as kd
+
+    env = kd.envs.make("default", size=32, ball_size=10, seed=seed + 1)
+    policy = agent.make_policy("eval", seed=seed)
+    obs, shown = env.reset(), []
+    for step in range(frames * every):
+        if step % every == 0:
+            shown.append(obs["image"])
+        batch = {"image": obs["image"][None], "is_first": np.array([obs["is_first"]])}
+        obs = env.step(policy(batch)[0])
+    gap = np.full((32, 2, 3), 255, np.uint8)
+    strip = np.concatenate([x for frame in shown for x in (frame, gap)][:-1], 1)
+    image = Image.fromarray(strip).resize(
+        (strip.shape[1] * zoom, strip.shape[0] * zoom), Image.NEAREST
+    )
+    image.save(path)
 
 
 def plot(args):
@@ -148,6 +174,7 @@ def main():
     parser.add_argument("--ratio", type=float, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="catch_agent.jsonl")
+    parser.add_argument("--frames", help="PNG of an eval episode after training")
     parser.add_argument("--plot", nargs="+", help="JSONL files to plot instead")
     parser.add_argument("--png", default="catch_agent.png")
     parser.add_argument("--title", default="kd.Agent on Catch (default.gin)")
