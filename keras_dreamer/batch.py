@@ -11,8 +11,16 @@ import numpy as np
 
 from keras_dreamer.spaces import Discrete
 
+# The bool flags of a step.
 FLAG_KEYS = ("is_first", "is_last", "is_terminal")
-RESERVED_KEYS = ("action", "reward", *FLAG_KEYS)
+# What an env step carries besides its observation keys.
+STEP_KEYS = ("reward", *FLAG_KEYS)
+# The keys of a batch (and of a replay step) that are not observations.
+RESERVED_KEYS = ("action", *STEP_KEYS)
+# Env step keys with this prefix are metrics to log, not data to store.
+LOG_PREFIX = "log/"
+# The train-log entry in which models report the frames (B * T) of a batch.
+FRAMES_KEY = "frames"
 
 
 def _shape(value):
@@ -90,12 +98,13 @@ def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
             f"Batch is missing key(s) {missing}; it has {sorted(batch)} and needs "
             f"{keys}."
         )
-    lead = _shape(batch["is_first" if "is_first" in batch else "action"])[:2]
-    if len(lead) < 2:
-        raise ValueError(
-            f"Batch entries must be [B, T, ...]; 'is_first' has shape "
-            f"{_shape(batch['is_first'])}."
-        )
+    for key in keys:
+        if len(_shape(batch[key])) < 2:
+            raise ValueError(
+                f"Batch entries must be [B, T, ...]; {key!r} has shape "
+                f"{_shape(batch[key])}."
+            )
+    lead = _common_lead(batch, keys)
 
     def expect(key, tail, dtype_check, dtype_name):
         shape = _shape(batch[key])
@@ -146,6 +155,35 @@ def check_batch(batch, obs_spaces, act_space, required=None, min_length=1):
             f"Batch sequences have length T={lead[1]}, need at least {min_length}."
         )
     return lead
+
+
+def _common_lead(batch, keys):
+    """The `(B, T)` every key agrees on, or a `ValueError` naming the odd ones."""
+    leads = {key: _shape(batch[key])[:2] for key in keys}
+    groups = []  # [(lead, [keys])], compatible leads merged (None matches all)
+    for key, lead in leads.items():
+        for index, (known, members) in enumerate(groups):
+            if _compatible(lead, known):
+                merged = tuple(k if k is not None else n for k, n in zip(known, lead))
+                groups[index] = (merged, [*members, key])
+                break
+        else:
+            groups.append((lead, [key]))
+    if len(groups) == 1:
+        return groups[0][0]
+    groups.sort(key=lambda group: -len(group[1]))
+    (common, majority), odd = groups[0], groups[1:]
+    parts = [
+        f"{', '.join(repr(k) for k in members)} "
+        f"{'has' if len(members) == 1 else 'have'} {_fmt(lead)}"
+        for lead, members in odd
+    ]
+    raise ValueError(
+        "Batch keys disagree on (batch, time): "
+        + "; ".join(parts)
+        + f", but {', '.join(repr(k) for k in majority)} "
+        + f"{'has' if len(majority) == 1 else 'have'} {_fmt(common)}."
+    )
 
 
 def _fmt(shape):

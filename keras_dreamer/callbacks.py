@@ -8,38 +8,14 @@ import warnings
 import keras
 import numpy as np
 
+from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.logger import FPS
+from keras_dreamer.logger import Agg
 from keras_dreamer.logger import Logger
 from keras_dreamer.logger import Usage
+from keras_dreamer.logger import check_logdir
 from keras_dreamer.logger import make_outputs
 from keras_dreamer.logger.outputs import NAMES as OUTPUT_NAMES
-
-
-class _WindowMean:
-    """Exact per-key means of per-step values over one logging window.
-
-    Non-finite values are kept (a NaN loss shows up as NaN), unlike the
-    NaN-skipping means of `keras_dreamer.logger.Agg`.
-    """
-
-    def __init__(self):
-        self.sums, self.counts = {}, {}
-
-    def add(self, logs):
-        for key, value in logs.items():
-            if isinstance(value, (int, float, np.floating, np.integer)) or (
-                isinstance(value, np.ndarray) and value.ndim == 0
-            ):
-                self.sums[key] = self.sums.get(key, 0.0) + float(value)
-                self.counts[key] = self.counts.get(key, 0) + 1
-
-    def result(self):
-        means = {key: self.sums[key] / self.counts[key] for key in self.sums}
-        self.sums, self.counts = {}, {}
-        return means
-
-    def __bool__(self):
-        return bool(self.counts)
 
 
 class _Schedule:
@@ -84,9 +60,18 @@ class DreamerReportCallback(keras.callbacks.Callback):
     optimizer's iteration count, so it continues across epochs and resumed
     runs):
 
-    - `train/<key>`: the exact mean over the window of each per-step log
-      value (`WorldModel` logs per-step values, not Keras's running means);
-    - `fps/train`: replayed frames per second (B * T per update);
+    - `train/<key>`: the mean over the window of each per-step scalar log
+      value (`WorldModel` logs per-step values, not Keras's running means),
+      aggregated by `kd.logger.Agg`, so non-finite values are skipped like in
+      every `Agg` mean (a window of only NaN values gives NaN, written as
+      `null`);
+    - `fps/train`: replayed frames per second: the frames (B * T) of every
+      update since the last write, divided by the seconds since it. The
+      frames come from the `frames` entry of the train logs, which
+      `WorldModel` and `Agent` add for every batch (so it is exact with any
+      data source and with varying batch sizes); `frames_per_step` overrides
+      it, and `train_data.batch_spec` is the fallback for a model that does
+      not log `frames`;
     - `usage/*`: process CPU and memory, system memory, accelerator memory;
     - whatever the training data source produced since the last write, via
       its `drain_metrics()`: `episode/score`, `episode/length`, `fps/env`,
@@ -112,8 +97,9 @@ class DreamerReportCallback(keras.callbacks.Callback):
     which writes what is pending; with another model call `close()` yourself
     (e.g. in a `finally:`). A closed callback can be used in a later `fit`.
 
-    A non-finite `loss` is logged (the window mean becomes NaN), reported
-    once with its step, and stops training when `stop_on_nan` is True.
+    A non-finite `loss` makes the callback write the window at once, is
+    reported once with its step (a `RuntimeWarning`), and stops training
+    when `stop_on_nan` is True.
 
     The callback reads the model's device state only when a report is due,
     so it costs little per batch.
@@ -135,9 +121,10 @@ class DreamerReportCallback(keras.callbacks.Callback):
         report_every_secs: also report when this many seconds have passed.
         train_data: the training data source, if it has `drain_metrics()`
             (episode and replay metrics) or `batch_spec` (frames per update).
-        frames_per_step: replayed frames per update (B * T) for `fps/train`;
-            taken from `train_data.batch_spec` if None (without either,
-            `fps/train` is not logged).
+        frames_per_step: replayed frames per update (B * T) for `fps/train`,
+            overriding the `frames` the model logs; if None, the model's
+            `frames` logs are used, else `train_data.batch_spec` (without
+            any of them, `fps/train` is not logged).
         stop_on_nan: stop training at a non-finite loss.
         usage: log `usage/*`.
         strict: raise output errors instead of reporting them once.
@@ -225,6 +212,10 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._reported_nan = False
         self._warned_frames = False
         self._report_source = None
+        self._logged_frames = 0.0
+        self._frames_logged = False
+        self._window = Agg()
+        self._window_size = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -234,7 +225,9 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self.step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         self._epoch_base = self.step
         self._last_step = self.step
-        self._window = _WindowMean()
+        self._window = Agg()
+        self._window_size = 0
+        self._logged_frames = 0.0
         self._frames = FPS()
         self._updates_since_write = 0
         self._log_schedule.mark()
@@ -254,7 +247,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         logs = logs or {}
         step = self._epoch_base + int(batch) + 1
         previous, self.step = self.step, step
-        self._window.add(logs)
+        self._add_step_logs(logs)
         self._updates_since_write += step - previous
         nonfinite = self._check_loss(logs)
         log_due = nonfinite or self._log_schedule.due(previous, step)
@@ -281,7 +274,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         if self.logger is None:
             return
         try:
-            if self._window:
+            if self._window_size:
                 self._add_train_metrics()
         finally:
             logger, self.logger = self.logger, None
@@ -292,30 +285,47 @@ class DreamerReportCallback(keras.callbacks.Callback):
     def _open(self):
         if self.logger is not None:
             self.close()
-        if os.path.exists(self.logdir) and not os.path.isdir(self.logdir):
-            raise OSError(f"logdir {self.logdir!r} exists and is not a directory.")
-        try:
-            os.makedirs(self.logdir, exist_ok=True)
-        except OSError as error:
-            raise OSError(f"Cannot create logdir {self.logdir!r}: {error}") from error
-        if not os.access(self.logdir, os.W_OK | os.X_OK):
-            raise OSError(f"logdir {self.logdir!r} is not writable.")
+        check_logdir(self.logdir)
         self._usage = Usage() if self.usage else None
         self.logger = Logger(
             self.step, make_outputs(self.outputs, self.logdir), strict=self.strict
         )
 
+    def _add_step_logs(self, logs):
+        logs = dict(logs)
+        frames = logs.pop(FRAMES_KEY, None)
+        if self.frames_per_step:
+            frames = None
+        if frames is not None:
+            self._logged_frames += float(frames)
+            self._frames_logged = True
+        scalars = {
+            key: float(value)
+            for key, value in logs.items()
+            if isinstance(value, (int, float, np.floating, np.integer))
+            or (isinstance(value, np.ndarray) and value.ndim == 0)
+        }
+        self._window.add(scalars, agg="mean")
+        self._window_size += 1
+
     def _add_train_metrics(self):
-        metrics = {f"train/{k}": v for k, v in self._window.result().items()}
-        frames = self._frames_per_step()
-        if frames:
-            self._frames.step(frames * self._updates_since_write)
+        metrics = self._window.result(prefix="train")
+        self._window_size = 0
+        if self._frames_logged:
+            frames = self._logged_frames
+        else:
+            per_step = self._frames_per_step()
+            frames = per_step * self._updates_since_write if per_step else None
+        self._logged_frames = 0.0
+        if frames is not None:
+            self._frames.step(frames)
             metrics["fps/train"] = self._frames.result()
         elif not self._warned_frames:
             self._warned_frames = True
             warnings.warn(
-                "DreamerReportCallback cannot log fps/train: pass frames_per_step "
-                "(B * T) or a train_data with a batch_spec.",
+                "DreamerReportCallback cannot log fps/train: the model logs no "
+                f"{FRAMES_KEY!r}; pass frames_per_step (B * T) or a train_data "
+                "with a batch_spec.",
                 stacklevel=2,
             )
         self._updates_since_write = 0

@@ -16,6 +16,7 @@ highest-numbered directory; older ones beyond `keep` are then removed.
 import json
 import os
 import shutil
+import warnings
 
 import keras
 import numpy as np
@@ -107,7 +108,7 @@ def save(directory, model, step, state=None, replay=None, keep=2):
     model.save_weights(os.path.join(temp, WEIGHTS_FILE))
     payload = {
         "step": int(step),
-        "seed_generators": _seed_states(model),
+        "seed_states": _seed_states(model),
         **(state or {}),
     }
     with open(os.path.join(temp, STATE_FILE), "w") as file:
@@ -171,26 +172,61 @@ def restore(path, model):
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(path, WEIGHTS_FILE))
-    generators = _seed_generators(model)
-    for name, value in state.get("seed_generators", {}).items():
-        if name in generators:
-            generators[name].assign(np.asarray(value, generators[name].dtype))
+    _restore_seed_states(model, state)
     return state
 
 
-def _seed_generators(model):
-    found = {}
-    for layer in model._flatten_layers(include_self=True):
-        for generator in getattr(layer, "_seed_generators", []):
-            found[f"{layer.path}/{generator.name}"] = generator.state
-    return found
+# Keras names the state variable of every `keras.random.SeedGenerator` so.
+SEED_STATE_NAME = "seed_generator_state"
+
+
+def seed_state_variables(model):
+    """The state variables of `model`'s seed generators, in variable order.
+
+    Keras's weight files leave seed-generator states out, so a checkpoint
+    saves them beside the weights. They are found through public API: the
+    model's `non_trainable_variables` whose `name` is the one Keras gives a
+    `keras.random.SeedGenerator`'s state (`SEED_STATE_NAME`). A test checks
+    that a `WorldModel`'s generators are found, so a rename in Keras fails
+    loudly.
+
+    Args:
+        model: a built Keras model.
+
+    Returns:
+        A list of variables.
+
+    Examples:
+        >>> layer = keras.layers.Dropout(0.5, seed=1)
+        >>> model = keras.Sequential([keras.Input((2,)), layer])
+        >>> [v.name for v in seed_state_variables(model)]
+        ['seed_generator_state']
+    """
+    return [v for v in model.non_trainable_variables if v.name == SEED_STATE_NAME]
 
 
 def _seed_states(model):
-    return {
-        name: np.asarray(keras.ops.convert_to_numpy(state)).tolist()
-        for name, state in _seed_generators(model).items()
-    }
+    return [
+        np.asarray(keras.ops.convert_to_numpy(variable)).tolist()
+        for variable in seed_state_variables(model)
+    ]
+
+
+def _restore_seed_states(model, state):
+    saved = state.get("seed_states")
+    if saved is None:  # checkpoints written before 0.1.1 kept a dict
+        saved = list(state.get("seed_generators", {}).values())
+    variables = seed_state_variables(model)
+    if saved and len(saved) != len(variables):
+        warnings.warn(
+            f"The checkpoint holds {len(saved)} seed-generator states, the model "
+            f"has {len(variables)}; the model's seed generators are not restored.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return
+    for variable, value in zip(variables, saved):
+        variable.assign(np.asarray(value, variable.dtype))
 
 
 class Checkpointer(keras.callbacks.Callback):

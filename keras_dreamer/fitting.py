@@ -4,19 +4,19 @@
 layer's variables (jitted on JAX, a `tf.function` on TensorFlow);
 `StepValues` is a metric that carries each step's own values into the train
 logs; `add_optimizer_logs` merges the optimizer's per-step values (gradient
-norm, learning rate) into them; `frames_logs` gives the number of replayed
+norm, learning rate) into them; `frames_log` gives the number of replayed
 frames of a batch; `FirstStepGuard` keeps a model's weights when the first
 step of `fit` fails. `WorldModel` and `Agent` use all of them.
 
-The one place that reads a structure the Keras JAX trainer does not document
-as public API (the position of the optimizer variables in the state tuple of
-`train_step`) is `jax_optimizer_values`; it checks what it reads and fails
-loudly, naming the Keras and JAX versions, if that structure changes.
+Only public Keras API is used: the optimizer's log values reach the logs by
+name through the optimizer's `step_logs`, never through the position of the
+optimizer variables in the JAX trainer's state.
 """
 
 import keras
 from keras import ops
 
+from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.ops import backend
 
 
@@ -59,9 +59,6 @@ class StepValues(keras.metrics.Metric):
             variable.assign(0.0)
 
 
-FRAMES_KEY = "frames"
-
-
 def batch_frames(batch):
     """The number of frames `B * T` of a sequence batch, as a float32 scalar.
 
@@ -91,6 +88,12 @@ def frames_log(batch):
 
     A model's `compute_loss` merges it into its step values, so every train
     step reports the frames it consumed, whatever the data source.
+
+    Args:
+        batch: a dict batch with `is_first` or `action` of shape `[B, T, ...]`.
+
+    Returns:
+        A dict with one float32 scalar tensor.
 
     Examples:
         >>> import numpy as np
@@ -158,12 +161,14 @@ def compile_function(layer, fn):
 def add_optimizer_logs(model, step_output):
     """Adds the optimizer's per-step values to the logs of `Model.train_step`.
 
-    The optimizer (see `keras_dreamer.optimizers.LaProp`) records values such
-    as the gradient norm in its own variables during `apply`; its public
-    `log_variables` property names them. The JAX trainer is stateless, so
-    those values only exist in the new optimizer state that `train_step`
-    returns (read by `jax_optimizer_values`); on TensorFlow they are read from
-    the variables.
+    An optimizer with a `step_logs` property (see
+    `keras_dreamer.optimizers.LaProp`) returns there the values its latest
+    `apply` computed (gradient norm, learning rate), as tensors of the train
+    step being traced. Keras calls `optimizer.apply` (or, on JAX,
+    `optimizer.stateless_apply`, which calls `apply`) inside `train_step`, so
+    they are merged into that step's logs by name, on both backends, without
+    reading the trainer's state. An optimizer without `step_logs` adds
+    nothing.
 
     Args:
         model: the model whose `super().train_step` produced `step_output`.
@@ -182,86 +187,13 @@ def add_optimizer_logs(model, step_output):
         ...         return add_optimizer_logs(self, super().train_step(*args, **kwargs))
     """
     optimizer = getattr(model, "optimizer", None)
-    log_variables = getattr(optimizer, "log_variables", None)
-    if not log_variables:
+    values = getattr(optimizer, "step_logs", None)
+    if not values:
         return step_output
     if backend() == "jax":
         logs, state = step_output
-        values = jax_optimizer_values(optimizer, state)
-        logs = dict(logs)
-        for name, variable in log_variables.items():
-            logs[name] = values[id(variable)]
-        return logs, state
-    logs = dict(step_output)
-    for name, variable in log_variables.items():
-        logs[name] = ops.convert_to_tensor(variable)
-    return logs
-
-
-def _versions():
-    try:
-        import jax
-
-        jax_version = jax.__version__
-    except ImportError:  # pragma: no cover - jax is what calls this
-        jax_version = "not installed"
-    return f"keras {keras.__version__}, jax {jax_version}"
-
-
-def jax_optimizer_values(optimizer, state):
-    """The new values of `optimizer.variables` in a JAX `train_step` state.
-
-    Keras's JAX trainer passes `(trainable_variables, non_trainable_variables,
-    optimizer_variables, metrics_variables)` into and out of `train_step`
-    (the layout its custom-train-step guide shows), but offers no accessor
-    by name. This is the only function of the package that relies on that
-    layout; it checks the count, shapes and dtypes of what it reads against
-    `optimizer.variables` and raises a `RuntimeError` naming the Keras and JAX
-    versions if they do not match.
-
-    Args:
-        optimizer: the model's optimizer.
-        state: the state returned by the JAX `Model.train_step`.
-
-    Returns:
-        A dict from `id(variable)` to its new value.
-
-    Raises:
-        RuntimeError: the state does not have the expected layout.
-
-    Examples:
-        >>> import keras
-        >>> optimizer = keras.optimizers.SGD()
-        >>> optimizer.build([])
-        >>> state = ([], [], [v.value for v in optimizer.variables], [])
-        >>> len(jax_optimizer_values(optimizer, state)) == len(optimizer.variables)
-        True
-        >>> jax_optimizer_values(optimizer, ([], []))
-        Traceback (most recent call last):
-        ...
-        RuntimeError: The Keras JAX trainer's train_step state no longer has ...
-    """
-    variables = list(optimizer.variables)
-    values = None
-    if isinstance(state, (tuple, list)) and len(state) == 4:
-        values = state[2]
-    ok = isinstance(values, (tuple, list)) and len(values) == len(variables)
-    if ok:
-        for variable, value in zip(variables, values):
-            shape = tuple(getattr(value, "shape", ()) or ())
-            dtype = str(getattr(value, "dtype", ""))
-            if shape != tuple(variable.shape) or dtype != str(variable.dtype):
-                ok = False
-                break
-    if not ok:
-        raise RuntimeError(
-            "The Keras JAX trainer's train_step state no longer has the layout "
-            "(trainable, non_trainable, optimizer, metrics variables) that "
-            "keras_dreamer.fitting.jax_optimizer_values reads (with "
-            f"{_versions()}); opt/* logs cannot be collected. Please report it "
-            "to keras-dreamer."
-        )
-    return {id(v): value for v, value in zip(variables, values)}
+        return {**logs, **values}, state
+    return {**step_output, **values}
 
 
 class FirstStepGuard(keras.callbacks.Callback):

@@ -105,6 +105,17 @@ class LaProp(keras.optimizers.Optimizer):
             return {}
         return {"opt/grad_norm": self._grad_norm, "opt/lr": self._last_lr}
 
+    @property
+    def step_logs(self):
+        """The values of `log_variables` computed by the latest `apply`.
+
+        Tensors of the trace that ran `apply` (on JAX the trainer applies the
+        optimizer statelessly, so the variables keep their old values until
+        `fit` ends): read them in the same train step, as
+        `kd.fitting.add_optimizer_logs` does. Empty before the first `apply`.
+        """
+        return dict(getattr(self, "_step_logs", None) or {})
+
     def apply(self, grads, trainable_variables=None):
         present = [ops.cast(g, "float32") for g in grads if g is not None]
         norm = (
@@ -114,6 +125,7 @@ class LaProp(keras.optimizers.Optimizer):
         super().apply(grads, trainable_variables)
         self._grad_norm.assign(norm)
         self._last_lr.assign(lr)
+        self._step_logs = {"opt/grad_norm": norm, "opt/lr": lr}
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)

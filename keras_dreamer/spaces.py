@@ -137,14 +137,16 @@ class Box:
     def __init__(self, shape, low=-np.inf, high=np.inf, dtype="float32"):
         if isinstance(shape, numbers.Integral):
             shape = (int(shape),)
-        try:
-            shape = tuple(int(d) for d in shape)
-        except TypeError:
-            raise ValueError(
-                f"Box shape must be a tuple of ints, got {shape!r}."
-            ) from None
-        if any(d < 1 for d in shape):
-            raise ValueError(f"Box shape must be positive, got {shape}.")
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+            raise ValueError(f"Box shape must be a tuple of ints, got {shape!r}.")
+        shape = tuple(shape)
+        for index, dim in enumerate(shape):
+            if not _is_dim(dim):
+                raise ValueError(
+                    f"Box shape {shape!r} has a bad entry {index}: {dim!r}, "
+                    "expected a positive int."
+                )
+        shape = tuple(int(d) for d in shape)
         self.shape = shape
         self.dtype = np.dtype(dtype)
         self.low = np.broadcast_to(np.asarray(low, np.float64), shape).copy()
@@ -308,16 +310,29 @@ def as_obs_space(value, key="observation"):
         return value
     if isinstance(value, dict) and "class_name" in value:
         return space_from_config(value)
-    try:
-        shape = tuple(int(d) for d in value)
-    except TypeError:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(
             f"Observation space entry {key!r} must be a Box, a Discrete or a "
             f"shape tuple, got {value!r}."
-        ) from None
+        )
+    value = tuple(value)
+    for index, dim in enumerate(value):
+        if not _is_dim(dim):
+            raise ValueError(
+                f"Observation space entry {key!r} has a bad shape {value!r}: "
+                f"entry {index} is {dim!r}, expected a positive int."
+            )
+    shape = tuple(int(d) for d in value)
     if len(shape) in (2, 3):
         return Box(shape, 0, 255, "uint8")
     return Box(shape, -np.inf, np.inf, "float32")
+
+
+def _is_dim(value):
+    """A positive integer (numpy integers too; not bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return False
+    return int(value) >= 1
 
 
 def as_act_space(value):
@@ -343,6 +358,6 @@ def as_act_space(value):
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return Discrete(value)
     raise ValueError(
-        f"Action space must be kd.Discrete(n), kd.Box(shape, low, high) or an "
-        f"int, got {value!r}."
+        f"act_space must be kd.Discrete(n), kd.Box(shape, low, high) or an "
+        f"int, got {type(value).__name__} {value!r}."
     )

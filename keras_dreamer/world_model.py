@@ -1,5 +1,7 @@
 """DreamerV3's world model as a `keras.Model` trained with `fit`."""
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
@@ -21,7 +23,15 @@ from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
 
-_KERAS_KWARGS = ("name", "dtype", "trainable")
+# The keyword arguments of `keras.layers.Layer` (and so of `keras.Model`):
+# `name`, `dtype`, `trainable`, `autocast`, `activity_regularizer`.
+_KERAS_KWARGS = tuple(
+    name
+    for name, parameter in inspect.signature(
+        keras.layers.Layer.__init__
+    ).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
@@ -58,8 +68,9 @@ class WorldModel(keras.Model):
             seed, `keras.utils.set_random_seed`).
         **kwargs: hyperparameter overrides (any key of
             `keras_dreamer.presets.DEFAULTS`, e.g. `deter=1024`,
-            `loss_scales={"dyn": 0.5}`) and Keras's `name`, `dtype`,
-            `trainable`.
+            `loss_scales={"dyn": 0.5}`) and the standard `keras.Model`
+            arguments `name`, `dtype`, `trainable`, `autocast` (False by
+            default) and `activity_regularizer`.
 
     Examples:
         A tiny model on 16x16 images observes a batch, imagines from its
@@ -91,9 +102,15 @@ class WorldModel(keras.Model):
 
     def __init__(self, obs_space, act_space, preset="size12m", seed=None, **kwargs):
         keras_kwargs = {k: kwargs.pop(k) for k in _KERAS_KWARGS if k in kwargs}
-        # No input autocasting: rewards and actions stay float32 under
-        # mixed precision; the layers cast what they compute with.
-        super().__init__(autocast=False, **keras_kwargs)
+        self._extra_keras_kwargs = {
+            k: v
+            for k, v in keras_kwargs.items()
+            if k not in ("name", "dtype", "trainable") and v is not None
+        }
+        # No input autocasting by default: rewards and actions stay float32
+        # under mixed precision; the layers cast what they compute with.
+        keras_kwargs.setdefault("autocast", False)
+        super().__init__(**keras_kwargs)
         self.preset = preset
         self.seed = seed
         self.config = presets.resolve(preset, **kwargs)
@@ -484,6 +501,10 @@ class WorldModel(keras.Model):
             "seed": self.seed,
         }
         config.update(self._overrides)
+        for key, value in self._extra_keras_kwargs.items():
+            if key == "activity_regularizer":
+                value = keras.regularizers.serialize(value)
+            config[key] = value
         if "mults" in config:
             config["mults"] = list(config["mults"])
         return config

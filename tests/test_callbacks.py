@@ -1,6 +1,7 @@
 import glob
 import io
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -237,6 +238,77 @@ def test_episode_metrics_from_the_train_data(tmp_path):
         for line in scores
         for key in line
     )
+
+
+class TickingClock:
+    """Stands in for the `time` module of `kd.logger.usage`: every
+    `perf_counter()` call is one second later, so `fps/train` is exactly the
+    frames of a window."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch):
+    from keras_dreamer.logger import usage as usage_module
+
+    monkeypatch.setattr(usage_module, "time", TickingClock())
+
+
+def test_fps_train_by_default_and_exact_with_varying_batch_sizes(
+    tmp_path, ticking_clock
+):
+    # A PyDataset of batches, no frames_per_step, no train_data; batch sizes
+    # 2 and 3 alternate, so the frames per window are (2 + 3) * T.
+    batches = Batches(
+        [random_batch(batch=2, length=T, seed=0), random_batch(batch=3, length=T)], 4
+    )
+    callback = kd.DreamerReportCallback(
+        tmp_path, outputs=("jsonl",), log_every=2, report_every=None, usage=False
+    )
+    record = RecordLogs()
+    small_model().fit(
+        batches, epochs=1, verbose=0, callbacks=[record, callback], shuffle=False
+    )
+    assert [logs["frames"] for logs in record.logs] == [2 * T, 3 * T] * 2
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [line["fps/train"] for line in lines] == [5.0 * T, 5.0 * T]
+    assert not any("frames" in key for line in lines for key in line)
+
+
+def test_fps_train_by_default_with_a_fixed_batch(tmp_path, ticking_clock):
+    callback = kd.DreamerReportCallback(
+        tmp_path, outputs=("jsonl",), log_every=1, report_every=None, usage=False
+    )
+    batch = random_batch(batch=B, length=T)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small_model().fit(
+            batch, batch_size=B, epochs=1, verbose=0, callbacks=[callback]
+        )
+    assert not [w for w in caught if "fps/train" in str(w.message)]
+    (line,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert line["fps/train"] == B * T
+
+
+def test_frames_per_step_overrides_the_logged_frames(tmp_path, ticking_clock):
+    callback = kd.DreamerReportCallback(
+        tmp_path,
+        outputs=("jsonl",),
+        log_every=1,
+        report_every=None,
+        usage=False,
+        frames_per_step=100,
+    )
+    batch = random_batch(batch=B, length=T)
+    small_model().fit(batch, batch_size=B, epochs=1, verbose=0, callbacks=[callback])
+    (line,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert line["fps/train"] == 100.0
 
 
 def test_nan_loss_is_logged_and_stops_training(tmp_path):

@@ -151,10 +151,14 @@ def test_a_killed_process_leaves_only_whole_lines(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
     process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=env)
     try:
-        deadline = time.monotonic() + 30
+        # Kill it mid-write once it has written a good deal (or after a
+        # while on a slow machine: what is checked is that lines are whole,
+        # not how fast they come).
+        give_up = time.monotonic() + 60
         while not path.exists() or path.stat().st_size < 2_000_000:
             assert process.poll() is None, "the writer died on its own"
-            assert time.monotonic() < deadline, "the writer is too slow"
+            if time.monotonic() > give_up and path.exists():
+                break
             time.sleep(0.01)
     finally:
         process.send_signal(signal.SIGKILL)

@@ -55,7 +55,11 @@ def test_twohot_loss_is_cross_entropy():
     bins = kdops.twohot_bins(5)
     logits = np.array([[0.1, 0.2, -0.3, 1.0, 0.0]], np.float32)
     target = np.array([0.5], np.float32)
-    code = np_(kdops.twohot_encode(target, bins))
+    # The two-hot code of 0.5 written out by hand: it lies between the bins
+    # 0 (index 2) and symexp(10) (index 3), with weights by distance.
+    assert bins[2] == 0.0 and bins[3] > 0.5
+    upper = 0.5 / bins[3]
+    code = np.array([[0.0, 0.0, 1.0 - upper, upper, 0.0]], np.float32)
     expected = -(code * (logits - np.log(np.exp(logits).sum(-1, keepdims=True)))).sum(
         -1
     )

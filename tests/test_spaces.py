@@ -40,5 +40,22 @@ def test_obs_space_from_shapes():
     assert as_obs_space((64, 64, 3)) == Box((64, 64, 3), 0, 255, "uint8")
     assert as_obs_space((5,)).dtype == np.float32
     assert as_act_space(4) == Discrete(4)
-    with pytest.raises(ValueError, match="Action space"):
+    with pytest.raises(ValueError, match="act_space must be kd.Discrete"):
         as_act_space("four")
+
+
+@pytest.mark.parametrize(
+    "shape, bad",
+    [((64, "x", 3), "entry 1 is 'x'"), ((64, 0, 3), "entry 1 is 0"), ((2.5,), "2.5")],
+)
+def test_malformed_obs_shape_names_the_key_and_the_entry(shape, bad):
+    with pytest.raises(
+        ValueError, match=f"entry 'image' has a bad shape.*{bad}"
+    ) as info:
+        as_obs_space(shape, "image")
+    assert "invalid literal" not in str(info.value)
+
+
+def test_malformed_box_shape_names_the_entry():
+    with pytest.raises(ValueError, match="bad entry 1: 'x'"):
+        Box((64, "x", 3))

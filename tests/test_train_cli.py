@@ -224,13 +224,11 @@ def test_bare_command_runs_the_default_config(tmp_path):
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):
-    started = time.time()
     result = run(command("--logdir", str(tmp_path / "run"), "--gin_file", DEBUG, *args))
     assert result.returncode == 2, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
     assert len(lines) == 1 and message in lines[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert time.time() - started < 120
 
 
 def test_bad_logdir_exits_2(tmp_path):

@@ -209,6 +209,49 @@ def test_bad_batches_raise_clear_errors(model):
         model(batch["image"])
 
 
+def test_disagreeing_time_lengths_name_every_odd_key(model):
+    batch = random_batch()
+    short = {**batch, "is_first": batch["is_first"][:, :5]}
+    with pytest.raises(ValueError, match=r"'is_first' has \(2, 5\), but .*'image'"):
+        model.check_batch(short)
+    two = {**short, "reward": batch["reward"][:, :4]}
+    with pytest.raises(ValueError) as info:
+        model.check_batch(two)
+    assert "'is_first' has (2, 5)" in str(info.value)
+    assert "'reward' has (2, 4)" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "obs_space, act_space, message",
+    [
+        ({"image": (64, "x", 3)}, kd.Discrete(3), "'image' has a bad shape"),
+        ({"image": (16, 16, 3)}, "three", "act_space must be"),
+        ({"image": (16, 16, 3)}, [3], "act_space must be"),
+    ],
+)
+def test_bad_spaces_name_the_argument(obs_space, act_space, message):
+    with pytest.raises(ValueError, match=message):
+        kd.WorldModel(obs_space, act_space, **SMALL_MODEL)
+
+
+def test_standard_keras_model_arguments_are_accepted():
+    wm = kd.WorldModel(
+        {"image": SMALL_IMAGE},
+        kd.Discrete(3),
+        name="my_world_model",
+        trainable=False,
+        autocast=True,
+        activity_regularizer=None,
+        **SMALL_MODEL,
+    )
+    assert wm.name == "my_world_model" and not wm.trainable
+    config = wm.get_config()
+    assert config["autocast"] is True and config["name"] == "my_world_model"
+    assert kd.WorldModel.from_config(config).name == "my_world_model"
+    with pytest.raises(ValueError, match="Unknown world-model hyperparameter"):
+        kd.WorldModel({"image": SMALL_IMAGE}, kd.Discrete(3), detr=8, **SMALL_MODEL)
+
+
 def test_bad_batch_fails_in_fit_before_training(model):
     wm = small_model()
     wm.compile()

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
+from keras_dreamer.batch import LOG_PREFIX
 from keras_dreamer.data.dataset import ReplayDataset
-from keras_dreamer.data.replay import LOG_PREFIX
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.envs import as_env
 from keras_dreamer.envs import make

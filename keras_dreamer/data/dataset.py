@@ -6,8 +6,8 @@ import threading
 import keras
 import numpy as np
 
-from keras_dreamer.data.replay import FLAG_KEYS
-from keras_dreamer.data.replay import REQUIRED_KEYS
+from keras_dreamer.batch import FLAG_KEYS
+from keras_dreamer.batch import RESERVED_KEYS
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.data.replay import check_size
 from keras_dreamer.spaces import Box
@@ -215,7 +215,7 @@ def _spaces(replay, directory):
         raise ValueError(f"The replay in {directory} is empty.")
     obs_space = {}
     for key, (shape, dtype) in spec.items():
-        if key not in REQUIRED_KEYS:
+        if key not in RESERVED_KEYS:
             image = dtype == np.uint8 and len(shape) in (2, 3)
             obs_space[key] = (
                 Box(shape, 0, 255, "uint8") if image else Box(shape, dtype=dtype)

@@ -19,9 +19,10 @@ import warnings
 
 import numpy as np
 
-REQUIRED_KEYS = ("action", "reward", "is_first", "is_last", "is_terminal")
-FLAG_KEYS = ("is_first", "is_last", "is_terminal")
-LOG_PREFIX = "log/"
+from keras_dreamer.batch import FLAG_KEYS
+from keras_dreamer.batch import LOG_PREFIX
+from keras_dreamer.batch import RESERVED_KEYS
+
 MANIFEST = "replay.json"
 FORMAT = "keras_dreamer.replay"
 VERSION = 1
@@ -570,11 +571,11 @@ def _worker_id(worker):
 
 
 def _infer_spec(step, keys):
-    missing = [key for key in REQUIRED_KEYS if key not in step]
+    missing = [key for key in RESERVED_KEYS if key not in step]
     if missing:
         raise ValueError(
             f"Replay.add: the step has no {missing}; a step holds the obs keys "
-            f"plus {list(REQUIRED_KEYS)}."
+            f"plus {list(RESERVED_KEYS)}."
         )
     spec = {}
     for key in keys:

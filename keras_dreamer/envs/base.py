@@ -29,11 +29,11 @@ import numbers
 
 import numpy as np
 
+from keras_dreamer.batch import FLAG_KEYS
+from keras_dreamer.batch import LOG_PREFIX
+from keras_dreamer.batch import STEP_KEYS
 from keras_dreamer.spaces import Box
 
-FLAG_KEYS = ("is_first", "is_last", "is_terminal")
-STEP_KEYS = ("reward", *FLAG_KEYS)
-LOG_PREFIX = "log/"
 EXTRA_HINT = 'pip install "keras-dreamer[envs]"'
 
 

@@ -20,6 +20,7 @@ Examples:
 from keras_dreamer.logger import media
 from keras_dreamer.logger import outputs
 from keras_dreamer.logger.agg import Agg
+from keras_dreamer.logger.logdir import check_logdir
 from keras_dreamer.logger.logger import Logger
 from keras_dreamer.logger.outputs import OutputWarning
 from keras_dreamer.logger.outputs import make as make_output
@@ -34,6 +35,7 @@ __all__ = [
     "Logger",
     "OutputWarning",
     "Usage",
+    "check_logdir",
     "make_output",
     "make_outputs",
     "media",

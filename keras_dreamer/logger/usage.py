@@ -148,12 +148,9 @@ def _backend_in_use():
 
 
 def _jax_memory(jax):
-    # Private, but the only way to avoid initialising (and so preallocating)
-    # a GPU backend that nobody has used yet.
-    from jax._src import xla_bridge
-
-    if not xla_bridge.backends_are_initialized():
-        return {}
+    # Public API only: `jax.local_devices()` is called when Keras runs on JAX
+    # (see `_backend_in_use`), i.e. when the process has already used, or is
+    # about to use, JAX's devices.
     metrics = {}
     for index, device in enumerate(jax.local_devices()):
         stats = device.memory_stats() or {}

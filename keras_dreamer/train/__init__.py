@@ -3,12 +3,13 @@
 This package imports nothing heavy, so the command can choose the Keras
 backend (`--backend`) before Keras is imported. The job itself, with its gin
 configurables (`train`, `make_env`, `make_world_model`, `make_agent`,
-`make_optimizer`),
-lives in `keras_dreamer.train.job` and is loaded on first use.
+`make_optimizer`), lives in `keras_dreamer.train.job` and is loaded on first
+use; the command line (arguments, backend, gin files) is
+`keras_dreamer.train.command`, which `keras_dreamer.cli` calls (never the
+reverse).
 """
 
 import importlib
-import sys
 
 _JOB_NAMES = (
     "train",
@@ -33,9 +34,9 @@ def main(argv=None):
         >>> main(["--logdir", "runs/x", "--gin_file", "no_such.gin"])  # error on stderr
         2
     """
-    from keras_dreamer import cli
+    from keras_dreamer.train import command
 
-    return cli.main(["train", *(sys.argv[1:] if argv is None else argv)])
+    return command.main(argv)
 
 
 def __getattr__(name):

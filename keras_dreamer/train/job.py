@@ -6,7 +6,7 @@ can be bound in a gin file (see `gin_configs/` and `docs/configuration.md`);
 gin configures these factories, never the Keras layers themselves.
 
 Run it with `keras-dreamer train --logdir DIR [--gin_file F] [--gin_param B]`
-or `python -m keras_dreamer.train ...` (see `keras_dreamer.cli`), which set
+or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), which set
 the backend before this module (and Keras) is imported.
 """
 
@@ -26,6 +26,7 @@ from keras_dreamer.data import Collector
 from keras_dreamer.data import Evaluator
 from keras_dreamer.data import RandomPolicy
 from keras_dreamer.data import Replay
+from keras_dreamer.logger import check_logdir
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger import truncate_jsonl
 from keras_dreamer.logger.outputs import TensorBoardOutput
@@ -246,8 +247,8 @@ def train(
         debug.gin` runs them:
 
         >>> import gin, tempfile
-        >>> from keras_dreamer import cli
-        >>> _ = gin.parse_config_file(cli.resolve_gin_file("debug.gin"))
+        >>> from keras_dreamer.train.command import resolve_gin_file
+        >>> _ = gin.parse_config_file(resolve_gin_file("debug.gin"))
         >>> _ = gin.parse_config(["train.steps = 2", "train.report_every = None"])
         >>> logdir = tempfile.mkdtemp()
         >>> result = train(logdir=logdir)
@@ -387,8 +388,7 @@ def _setup(
         collector.env_steps = int(state.get("env_steps", 0))
         if "policy_rng" in state and hasattr(collector.policy, "set_state"):
             collector.policy.set_state(state["policy_rng"])
-    for name in ("metrics.jsonl", "scores.jsonl"):
-        truncate_jsonl(os.path.join(logdir, name), start_step)
+    drop_unsaved_lines(logdir, start_step if resume is not None else None)
     write_operative_config(logdir)
     collector.prefill_replay()
     return model, collector, replay, start_step, resume is not None
@@ -420,6 +420,32 @@ def _run_state(collector, agent):
     return state
 
 
+def drop_unsaved_lines(logdir, checkpoint_step):
+    """Drops the log lines that a resumed run will write again.
+
+    Lines above the checkpoint's step were written by the interrupted run
+    and come again after the restore; with no checkpoint (`None`) nothing is
+    restored, so every line goes (a run killed before its first checkpoint
+    starts over, and its step-0 lines are not written twice).
+
+    Args:
+        logdir: the run directory.
+        checkpoint_step: the step of the restored checkpoint, or None.
+
+    Examples:
+        >>> import tempfile
+        >>> logdir = tempfile.mkdtemp()
+        >>> with open(os.path.join(logdir, "metrics.jsonl"), "w") as f:
+        ...     _ = f.write('{"step": 0}\\n{"step": 5}\\n')
+        >>> drop_unsaved_lines(logdir, None)
+        >>> open(os.path.join(logdir, "metrics.jsonl")).read()
+        ''
+    """
+    keep_until = -1 if checkpoint_step is None else int(checkpoint_step)
+    for name in ("metrics.jsonl", "scores.jsonl"):
+        truncate_jsonl(os.path.join(logdir, name), keep_until)
+
+
 def prepare_logdir(logdir):
     """Creates `logdir`, or raises `ConfigError` if it cannot be a run directory.
 
@@ -439,16 +465,10 @@ def prepare_logdir(logdir):
         ...     print(error)  # doctest: +ELLIPSIS
         logdir '...' exists and is not a directory.
     """
-    if os.path.exists(logdir) and not os.path.isdir(logdir):
-        raise ConfigError(f"logdir {logdir!r} exists and is not a directory.")
     try:
-        os.makedirs(logdir, exist_ok=True)
+        check_logdir(logdir)
     except OSError as error:
-        raise ConfigError(
-            f"Cannot create logdir {logdir!r}: {error.strerror}."
-        ) from None
-    if not os.access(logdir, os.W_OK | os.X_OK):
-        raise ConfigError(f"logdir {logdir!r} is not writable.")
+        raise ConfigError(str(error)) from None
 
 
 def write_operative_config(logdir):

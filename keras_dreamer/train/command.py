@@ -1,0 +1,223 @@
+"""The training command: arguments, backend choice, gin parsing, `train()`.
+
+`keras-dreamer train` (in `keras_dreamer.cli`) and `python -m
+keras_dreamer.train` both run `run(args)` here; nothing in this package
+imports `keras_dreamer.cli`. Nothing here imports Keras before `--backend`
+has set `KERAS_BACKEND`.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import traceback
+
+BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow"}
+GIN_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs"
+)
+DEFAULT_GIN = "default.gin"
+
+
+class UsageError(Exception):
+    """Bad usage or configuration: printed as one line, exit code 2.
+
+    Examples:
+        >>> main(["--logdir", "runs/x", "--gin_file", "no_such.gin"])  # on stderr
+        2
+    """
+
+
+def main(argv=None):
+    """Runs the training command with `argv` (default: `sys.argv[1:]`).
+
+    Args:
+        argv: the arguments after the command, e.g. `["--logdir", "runs/x"]`.
+
+    Returns:
+        The exit code: 0 on success, 1 on a training failure, 2 on bad usage.
+
+    Examples:
+        >>> main(["--logdir", "runs/x", "--gin_file", "no_such.gin"])  # on stderr
+        2
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_dreamer.train", description=DESCRIPTION
+    )
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        print(f"keras-dreamer train: error: {error}", file=sys.stderr)
+        return 2
+
+
+DESCRIPTION = (
+    "Train a world model. Without --gin_file, runs default.gin (the embedded "
+    "env). Gin files are looked up as given, then among the packaged configs "
+    f"({GIN_DIR})."
+)
+
+
+def add_arguments(parser):
+    """Adds the training command's arguments to an `argparse` parser.
+
+    Examples:
+        >>> parser = argparse.ArgumentParser()
+        >>> add_arguments(parser)
+        >>> parser.parse_args(["--logdir", "runs/x"]).logdir
+        'runs/x'
+    """
+    parser.add_argument("--logdir", required=True, help="run directory")
+    parser.add_argument(
+        "--gin_file", action="append", default=[], help="gin config file (repeatable)"
+    )
+    parser.add_argument(
+        "--gin_param",
+        action="append",
+        default=[],
+        help="gin binding, e.g. 'train.steps = 500' (repeatable)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKEND_PACKAGES),
+        help="Keras backend (default: the KERAS_BACKEND environment variable)",
+    )
+
+
+def select_backend(name):
+    """Sets `KERAS_BACKEND` (if `name`) and checks that its package is installed.
+
+    Args:
+        name: "jax", "tensorflow", or None to keep `KERAS_BACKEND` (or
+            Keras's default, TensorFlow).
+
+    Returns:
+        The backend name.
+
+    Raises:
+        UsageError: Keras already runs another backend, or the backend's
+            package is missing (the message names the extra to install).
+
+    Examples:
+        >>> select_backend(None) == os.environ.get("KERAS_BACKEND", "tensorflow")
+        True
+    """
+    if name:
+        loaded = sys.modules.get("keras")
+        if loaded is not None and loaded.backend.backend() != name:
+            raise UsageError(
+                "Keras was already imported with the "
+                f"{loaded.backend.backend()} backend."
+            )
+        os.environ["KERAS_BACKEND"] = name
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    package = BACKEND_PACKAGES.get(backend)
+    if package is None:
+        raise UsageError(
+            f"Unsupported backend {backend!r}; use one of {sorted(BACKEND_PACKAGES)}."
+        )
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(
+            f"The {backend} backend is not installed: "
+            f"pip install 'keras-dreamer[{backend}]'."
+        )
+    return backend
+
+
+def resolve_gin_file(name):
+    """A gin file as given, else from the packaged configs (`.gin` optional).
+
+    Args:
+        name: a path, or the name of a packaged config ("debug.gin",
+            "crafter").
+
+    Returns:
+        The path of an existing file.
+
+    Raises:
+        UsageError: no such file; the message lists the packaged configs.
+
+    Examples:
+        >>> os.path.basename(resolve_gin_file("crafter"))
+        'crafter.gin'
+    """
+    candidates = [
+        name,
+        os.path.join(GIN_DIR, name),
+        os.path.join(GIN_DIR, name + ".gin"),
+    ]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    available = sorted(f for f in os.listdir(GIN_DIR) if f.endswith(".gin"))
+    raise UsageError(
+        f"gin file {name!r} not found (packaged configs: {', '.join(available)})."
+    )
+
+
+def run(args):
+    """Runs the training command on parsed arguments (see `add_arguments`).
+
+    Returns:
+        The exit code: 0 success, 1 training failure, 130 interrupted.
+
+    Raises:
+        UsageError: bad usage or configuration.
+    """
+    select_backend(args.backend)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info noise
+    files = [resolve_gin_file(f) for f in (args.gin_file or [DEFAULT_GIN])]
+    import gin
+
+    from keras_dreamer.train import job
+
+    gin.clear_config()
+    gin.add_config_file_search_path(GIN_DIR)
+    # One at a time, so the error names the file or binding at fault (gin
+    # raises ValueError, IOError, ParseError, ...).
+    for path in files:
+        try:
+            gin.parse_config_file(path)
+        except Exception as error:
+            raise UsageError(f"bad gin file {path!r}: {_first_line(error)}") from None
+    for binding in args.gin_param:
+        try:
+            gin.parse_config(binding)
+        except Exception as error:
+            message = _first_line(error)
+            raise UsageError(f"bad gin binding {binding!r}: {message}") from None
+    gin.finalize()
+    try:
+        result = job.train(logdir=args.logdir)
+    except job.ConfigError as error:
+        raise UsageError(_first_line(error)) from None
+    except KeyboardInterrupt:
+        print(
+            "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            "keras-dreamer train: training failed; the last checkpoint in "
+            f"{os.path.join(os.path.abspath(args.logdir), 'ckpt')} is kept.",
+            file=sys.stderr,
+        )
+        return 1
+    print(job.summary_line(result))
+    if result["stopped"]:
+        print(
+            "keras-dreamer train: training stopped early (non-finite loss); the last "
+            "good checkpoint is kept.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _first_line(error):
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
