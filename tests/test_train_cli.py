@@ -189,6 +189,14 @@ def test_checkpoint_of_the_other_model_kind_exits_2(tmp_path):
     errors = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
     assert len(errors) == 1 and "train.agent" in errors[0], result.stderr[-3000:]
     assert read_jsonl(tmp_path / "metrics.jsonl") == lines
+    # Nor with an env whose observations differ: the error names the key.
+    result = run(
+        command(*args, "train.agent = False", "--gin_param", "make_env.size = 32")
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
+    assert len(errors) == 1 and "observation 'image'" in errors[0], errors
+    assert read_jsonl(tmp_path / "metrics.jsonl") == lines
 
 
 def test_bare_command_runs_the_default_config(tmp_path):

@@ -10,6 +10,7 @@ or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), whic
 the backend before this module (and Keras) is imported.
 """
 
+import json
 import math
 import os
 import time
@@ -360,6 +361,7 @@ def _setup(
     replay = Replay(replay_capacity, seed=seed)
     if resume is not None:
         replay.load(os.path.join(ckpt_dir, checkpoint.REPLAY_DIR), strict=False)
+        check_resumed_spaces(env, state, replay.metadata, resume)
     collector = Collector(
         env,
         replay=replay,
@@ -409,12 +411,74 @@ def _evaluator(run, seed, eval_every, eval_episodes):
     return Evaluator(env, policy, episodes=eval_episodes, seed=eval_seed)
 
 
+def check_resumed_spaces(env, state, metadata, path):
+    """Raises `ConfigError` naming each key where `env` differs from a checkpoint.
+
+    The spaces of the checkpointed run come from its state (`obs_space`,
+    `act_space`), else from its replay's metadata; without either nothing is
+    checked.
+
+    Args:
+        env: the env of the resumed run.
+        state: the checkpoint's state dict.
+        metadata: the loaded replay's metadata.
+        path: the checkpoint directory (named in the error).
+
+    Raises:
+        ConfigError: an observation key is missing, extra or of another
+            space, or the action space differs.
+
+    Examples:
+        >>> env = make_env("default", size=16)
+        >>> saved = {"obs_space": {"image": {"class_name": "Box",
+        ...     "shape": [32, 32, 3], "low": 0.0, "high": 255.0, "dtype": "uint8"}}}
+        >>> try:
+        ...     check_resumed_spaces(env, saved, {}, "ckpt/0000000500")
+        ... except ConfigError as error:
+        ...     print(str(error).split(": ", 1)[1][:19])
+        observation 'image'
+    """
+    saved_obs = state.get("obs_space", metadata.get("obs_space"))
+    saved_act = state.get("act_space", metadata.get("act_space"))
+    problems = []
+    if saved_obs is not None:
+        current = {k: space.get_config() for k, space in env.obs_space.items()}
+        for key in sorted(set(saved_obs) | set(current)):
+            if key not in current:
+                problems.append(f"observation {key!r} is missing (was {saved_obs[key]})")
+            elif key not in saved_obs:
+                problems.append(f"observation {key!r} is new ({current[key]})")
+            elif _normal(saved_obs[key]) != _normal(current[key]):
+                problems.append(
+                    f"observation {key!r} is {current[key]}, was {saved_obs[key]}"
+                )
+    if saved_act is not None:
+        current = env.act_space.get_config()
+        if _normal(saved_act) != _normal(current):
+            problems.append(f"'action' space is {current}, was {saved_act}")
+    if problems:
+        raise ConfigError(
+            f"The env does not match the checkpoint {path}: {'; '.join(problems)}. "
+            "Resume with the env settings of that run, or use a new logdir."
+        )
+
+
+def _normal(config):
+    """A space config with tuples as lists, as JSON gives it back."""
+    return json.loads(json.dumps(config))
+
+
 def _model_kind(agent):
     return "agent" if agent else "world_model"
 
 
 def _run_state(collector, agent):
-    state = {"env_steps": int(collector.env_steps), "model": _model_kind(agent)}
+    state = {
+        "env_steps": int(collector.env_steps),
+        "model": _model_kind(agent),
+        "obs_space": {k: s.get_config() for k, s in collector.obs_space.items()},
+        "act_space": collector.act_space.get_config(),
+    }
     if hasattr(collector.policy, "get_state"):
         state["policy_rng"] = collector.policy.get_state()
     return state
