@@ -1,10 +1,13 @@
 """Test utilities: tiny batches, a learnable toy task, backend gradients,
 readers of JSONL and TensorBoard files."""
 
+import importlib
 import json
+import os
 
 import keras
 import numpy as np
+import pytest
 
 SMALL_IMAGE = (16, 16, 3)
 SMALL_MODEL = {"preset": "debug", "mults": (4, 4)}
@@ -125,3 +128,21 @@ def read_events(logdir):
     )
     accumulator.Reload()
     return accumulator
+
+
+# Set in CI (`.ci/run`): a missing optional dependency fails instead of skipping.
+REQUIRE_ALL = os.environ.get("KERAS_DREAMER_REQUIRE_ALL", "") not in ("", "0") or bool(
+    os.environ.get("CI")
+)
+
+
+def require(module, reason=None):
+    """Imports an optional dependency of a test.
+
+    Locally a missing module skips the test (with `reason`); in CI
+    (`KERAS_DREAMER_REQUIRE_ALL=1` or `CI` set) it fails, so a broken install
+    never passes as a run of skipped tests.
+    """
+    if REQUIRE_ALL:
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=reason)

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 import keras_dreamer
+from tests.helpers import require
 
 # `python -m keras_dreamer.train` runs the command when imported.
 ENTRY_POINTS = {"keras_dreamer.train.__main__"}
@@ -62,7 +63,7 @@ def public_objects(module):
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name):
     if name in NEEDS:
-        pytest.importorskip(NEEDS[name], reason=f"{name} needs the envs extra")
+        require(NEEDS[name], reason=f"{name} needs the envs extra")
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=FLAGS, verbose=False)

@@ -13,6 +13,7 @@ from keras_dreamer.logger import OutputWarning
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import AsyncOutput
 from keras_dreamer.logger.outputs import CallableOutput
+from tests.helpers import require
 
 
 class Counter:
@@ -67,10 +68,10 @@ def test_arrays_of_the_active_backend_are_accepted(backend):
     rows = []
     logger = Logger(0, [rows.extend])
     if backend == "jax":
-        jnp = pytest.importorskip("jax.numpy")
+        jnp = require("jax.numpy")
         values = {"x": jnp.ones(()), "v": jnp.ones((2, 4, 4, 3), jnp.bfloat16)}
     else:
-        tf = pytest.importorskip("tensorflow")
+        tf = require("tensorflow")
         values = {"x": tf.ones(()), "v": tf.ones((2, 4, 4, 3), tf.bfloat16)}
     logger.step = values["x"] * 7  # a backend scalar as the step
     logger.add(values)

@@ -5,8 +5,9 @@ import os
 import pytest
 
 from keras_dreamer.logger.outputs import records
+from tests.helpers import require
 
-reference = pytest.importorskip("tensorboard.compat.tensorflow_stub.pywrap_tensorflow")
+reference = require("tensorboard.compat.tensorflow_stub.pywrap_tensorflow")
 
 
 @pytest.mark.parametrize(

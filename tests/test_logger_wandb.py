@@ -11,8 +11,9 @@ from keras_dreamer.logger import Logger
 from keras_dreamer.logger import OutputWarning
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import WandBOutput
+from tests.helpers import require
 
-pytest.importorskip("wandb")
+require("wandb")
 
 
 @pytest.fixture(scope="module")

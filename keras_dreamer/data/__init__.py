@@ -15,8 +15,8 @@ from keras_dreamer.data.dataset import OfflineDataset
 from keras_dreamer.data.dataset import ReplayDataset
 from keras_dreamer.data.dataset import batch_spec
 from keras_dreamer.data.evaluate import Evaluator
-from keras_dreamer.data.replay import CorruptReplayError
 from keras_dreamer.data.replay import Replay
+from keras_dreamer.data.replay_files import CorruptReplayError
 
 __all__ = [
     "ArraySpec",

@@ -10,24 +10,17 @@ collector adds `{**obs_t, "action": a_t}` and then steps the env with `a_t`.
 """
 
 import functools
-import json
-import os
-import re
 import threading
 import uuid
-import warnings
 
 import numpy as np
 
 from keras_dreamer.batch import FLAG_KEYS
 from keras_dreamer.batch import LOG_PREFIX
 from keras_dreamer.batch import RESERVED_KEYS
-
-MANIFEST = "replay.json"
-FORMAT = "keras_dreamer.replay"
-VERSION = 1
-_ID = "_id"  # per-step insertion counter, stored beside the step's keys
-_CHUNK_FILE = re.compile(r"^[0-9a-f]{8}-\d{8}-\d+\.npz$")
+from keras_dreamer.data import replay_files
+from keras_dreamer.data.replay_files import ID_KEY as _ID
+from keras_dreamer.data.replay_files import worker_id
 
 
 def _locked(method):
@@ -39,25 +32,6 @@ def _locked(method):
             return method(self, *args, **kwargs)
 
     return wrapper
-
-
-class CorruptReplayError(ValueError):
-    """A saved replay file could not be read; the message names the file.
-
-    A subclass of `ValueError`. `Replay.load(directory, strict=False)` keeps
-    every readable chunk and warns instead of raising.
-
-    Examples:
-        >>> import tempfile
-        >>> directory = tempfile.mkdtemp()
-        >>> with open(os.path.join(directory, "replay.json"), "w") as file:
-        ...     _ = file.write("{not json")
-        >>> try:
-        ...     Replay.from_directory(directory)
-        ... except CorruptReplayError as error:
-        ...     print("replay.json" in str(error))
-        True
-    """
 
 
 class _Chunk:
@@ -168,7 +142,7 @@ class Replay:
                 is unexpected, or a value has another shape or an
                 incompatible dtype than the first step's.
         """
-        worker = _worker_id(worker)
+        worker = worker_id(worker)
         row = self._row(step)
         if self._size >= self.capacity:
             self._evict()
@@ -247,7 +221,7 @@ class Replay:
         Returns:
             A dict of numpy arrays `[N, ...]` (copies).
         """
-        worker = _worker_id(worker)
+        worker = worker_id(worker)
         if worker not in self._streams:
             raise ValueError(f"Replay has no worker {worker!r}; it has {self.workers}.")
         stream = self._streams[worker]
@@ -288,50 +262,7 @@ class Replay:
         Returns:
             The directory path.
         """
-        os.makedirs(directory, exist_ok=True)
-        entries = []
-        for worker, stream in self._streams.items():
-            for k, chunk in enumerate(stream.chunks):
-                start = stream.start if k == 0 else 0
-                stop = min(
-                    self.chunk_size, stream.start + stream.length - k * self.chunk_size
-                )
-                if stop <= start:
-                    continue
-                name = f"{self._token}-{chunk.uid:08d}-{stop}.npz"
-                path = os.path.join(directory, name)
-                if not os.path.exists(path):
-                    arrays = {key: array[:stop] for key, array in chunk.arrays.items()}
-                    _atomic_write(path, lambda f, a=arrays: np.savez_compressed(f, **a))
-                entries.append(
-                    {"file": name, "worker": worker, "start": start, "stop": stop}
-                )
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "capacity": self.capacity,
-            "chunk_size": self.chunk_size,
-            "spec": {
-                key: {"shape": list(shape), "dtype": np.dtype(dtype).name}
-                for key, (shape, dtype) in (self._spec or {}).items()
-            },
-            "chunks": entries,
-            "next_id": self._next_id,
-            "next_uid": self._next_uid,
-            "token": self._token,
-            "rng": self._rng.bit_generator.state,
-            "metadata": self.metadata,
-        }
-        text = json.dumps(manifest, indent=1)
-        _atomic_write(
-            os.path.join(directory, MANIFEST), lambda f: f.write(text.encode())
-        )
-        keep = {entry["file"] for entry in entries}
-        for name in os.listdir(directory):
-            stale = _CHUNK_FILE.match(name) and name not in keep
-            if stale or name.endswith(".tmp"):
-                os.remove(os.path.join(directory, name))
-        return directory
+        return replay_files.save_replay(self, directory)
 
     @_locked
     def load(self, directory, strict=True):
@@ -356,56 +287,7 @@ class Replay:
             ValueError: if the saved steps exceed this replay's capacity or
                 their keys differ from this replay's.
         """
-        manifest = _read_manifest(directory)
-        spec = {
-            key: (tuple(entry["shape"]), np.dtype(entry["dtype"]))
-            for key, entry in manifest["spec"].items()
-        }
-        if self._spec is not None and spec and spec != self._spec:
-            raise ValueError(
-                f"Replay in {directory} stores {_spec_text(spec)}, but this "
-                f"replay stores {_spec_text(self._spec)}."
-            )
-        total = sum(entry["stop"] - entry["start"] for entry in manifest["chunks"])
-        if total > self.capacity:
-            raise ValueError(
-                f"Replay in {directory} holds {total} steps, more than this "
-                f"replay's capacity {self.capacity}; use Replay(capacity>={total}) "
-                "or Replay.from_directory."
-            )
-        fresh = Replay(self.capacity, self.chunk_size)
-        fresh._spec = spec or self._spec
-        skipped, gaps = [], set()
-        for entry in manifest["chunks"]:
-            path = os.path.join(directory, entry["file"])
-            worker = _worker_id(entry["worker"])
-            try:
-                rows = _read_chunk(path, entry, spec)
-            except CorruptReplayError:
-                if strict:
-                    raise
-                skipped.append(path)
-                gaps.add(worker)
-                continue
-            if worker in gaps:
-                rows["is_first"][0] = True
-                gaps.discard(worker)
-            fresh._extend(worker, rows)
-        if skipped:
-            warnings.warn(
-                f"Replay.load skipped {len(skipped)} unreadable file(s): "
-                f"{', '.join(skipped)}. All readable chunks were loaded; the step "
-                "after each gap is marked is_first.",
-                stacklevel=2,
-            )
-        fresh._next_id = max(fresh._next_id, int(manifest["next_id"]))
-        fresh._next_uid = max(fresh._next_uid, int(manifest["next_uid"]))
-        fresh._token = manifest["token"]
-        fresh._rng.bit_generator.state = manifest["rng"]
-        fresh.metadata = manifest.get("metadata", {})
-        state = vars(fresh)
-        del state["_lock"]
-        self.__dict__.update(state)  # adopt the loaded state at once
+        replay_files.load_replay(self, directory, strict=strict)
         return self
 
     @classmethod
@@ -438,7 +320,7 @@ class Replay:
             >>> len(Replay.from_directory(directory))
             5
         """
-        manifest = _read_manifest(directory)
+        manifest = replay_files.read_manifest(directory)
         if capacity is None:
             saved = sum(entry["stop"] - entry["start"] for entry in manifest["chunks"])
             capacity = max(int(manifest["capacity"]), saved, 1)
@@ -562,14 +444,6 @@ def check_size(name, value):
     return int(value)
 
 
-def _worker_id(worker):
-    if isinstance(worker, np.integer):
-        worker = int(worker)
-    if isinstance(worker, bool) or not isinstance(worker, (int, str)):
-        raise ValueError(f"Replay worker ids must be ints or strings, got {worker!r}.")
-    return worker
-
-
 def _infer_spec(step, keys):
     missing = [key for key in RESERVED_KEYS if key not in step]
     if missing:
@@ -598,81 +472,3 @@ def _infer_spec(step, keys):
             )
         spec[key] = (value.shape, dtype)
     return spec
-
-
-def _spec_text(spec):
-    return ", ".join(
-        f"{key} {np.dtype(d).name}{list(s)}" for key, (s, d) in spec.items()
-    )
-
-
-def _atomic_write(path, write):
-    temp = path + ".tmp"
-    try:
-        with open(temp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
-def _read_manifest(directory):
-    path = os.path.join(directory, MANIFEST)
-    try:
-        with open(path) as file:
-            manifest = json.load(file)
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} manifest")
-        if manifest.get("version") != VERSION:
-            raise ValueError(f"version {manifest.get('version')}, expected {VERSION}")
-        for key in (
-            "capacity",
-            "spec",
-            "chunks",
-            "next_id",
-            "next_uid",
-            "token",
-            "rng",
-        ):
-            if key not in manifest:
-                raise ValueError(f"no {key!r} entry")
-        for entry in manifest["chunks"]:
-            if not {"file", "worker", "start", "stop"} <= set(entry):
-                raise ValueError(f"malformed chunk entry {entry!r}")
-    except FileNotFoundError:
-        raise CorruptReplayError(
-            f"No saved replay in {directory}: {path} is missing."
-        ) from None
-    except (OSError, ValueError) as err:
-        raise CorruptReplayError(
-            f"Replay manifest {path} is unreadable: {err}."
-        ) from None
-    return manifest
-
-
-def _read_chunk(path, entry, spec):
-    start, stop = entry["start"], entry["stop"]
-    rows = {}
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            for key, (shape, dtype) in {**spec, _ID: ((), np.dtype(np.int64))}.items():
-                if key not in data:
-                    raise ValueError(f"it has no {key!r} array")
-                array = data[key]
-                if array.shape != (stop, *shape) or array.dtype != dtype:
-                    raise ValueError(
-                        f"{key!r} has dtype {array.dtype} and shape {array.shape}, "
-                        f"expected {np.dtype(dtype).name} {(stop, *shape)}"
-                    )
-                rows[key] = array[start:stop]
-    except Exception as err:  # zip, zlib, format and OS errors alike
-        raise CorruptReplayError(
-            f"Replay file {path} is corrupt or unreadable ({type(err).__name__}: "
-            f"{err}). Restore it, or load with strict=False to keep every "
-            "readable chunk."
-        ) from None
-    return rows
