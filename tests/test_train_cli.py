@@ -2,6 +2,7 @@
 
 import ast
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -98,6 +99,12 @@ def test_debug_run_writes_the_whole_logdir(debug_run):
     assert os.path.isdir(logdir / "ckpt" / "replay")
     checkpoints = sorted(n for n in os.listdir(logdir / "ckpt") if n.isdigit())
     assert checkpoints == ["0000000004", "0000000008"]
+    # The run state holds what a resume needs besides the weights.
+    with open(logdir / "ckpt" / "0000000008" / "state.json") as file:
+        state = json.load(file)
+    assert state["model"] == "agent" and "state" in state["policy_rng"]
+    assert state["obs_space"]["image"]["shape"] == [16, 16, 3]
+    assert state["act_space"] == {"class_name": "Discrete", "n": 3}
     lines = read_jsonl(logdir / "metrics.jsonl")
     assert [line["step"] for line in lines] == [0, 2, 4, 6, 8]
     assert "train/loss/image" in lines[1] and "report/openloop/image" not in lines[2]
