@@ -149,6 +149,7 @@ def test_checkpoint_covers_the_agent_state(tmp_path):
         extra, [*other.critic.slow_weights(), *other.retnorm.variables]
     ):
         np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(variable), keras.ops.convert_to_numpy(other_variable)
+            keras.ops.convert_to_numpy(variable),
+            keras.ops.convert_to_numpy(other_variable),
         )
     assert int(keras.ops.convert_to_numpy(other.optimizer.iterations)) == 1

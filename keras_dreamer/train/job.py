@@ -445,7 +445,9 @@ def check_resumed_spaces(env, state, metadata, path):
         current = {k: space.get_config() for k, space in env.obs_space.items()}
         for key in sorted(set(saved_obs) | set(current)):
             if key not in current:
-                problems.append(f"observation {key!r} is missing (was {saved_obs[key]})")
+                problems.append(
+                    f"observation {key!r} is missing (was {saved_obs[key]})"
+                )
             elif key not in saved_obs:
                 problems.append(f"observation {key!r} is new ({current[key]})")
             elif _normal(saved_obs[key]) != _normal(current[key]):
