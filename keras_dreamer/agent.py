@@ -16,7 +16,6 @@ from keras_dreamer.policy import AgentPolicy
 from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
 from keras_dreamer.world_model import WorldModel
-from keras_dreamer.world_model import _data_spec
 
 _KERAS_KWARGS = ("name", "dtype", "trainable")
 
@@ -430,19 +429,17 @@ class Agent(keras.Model):
         train step, so a collector acting during `fit` uses the current
         actor on every backend.
         """
-        spec = _data_spec(x)
-        if spec is not None:
-            self.world_model.check_batch(spec)
-        guard = fitting.FirstStepGuard(self)
-        callbacks = [*(callbacks or []), guard, _PolicySync(self)]
         try:
-            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        except BaseException:
-            guard.restore()
-            for callback in callbacks:
-                if getattr(callback, "close_on_interrupt", False):
-                    callback.close()
-            raise
+            return fitting.guarded_fit(
+                self,
+                super().fit,
+                x,
+                y,
+                *args,
+                callbacks=[*(callbacks or []), _PolicySync(self)],
+                check_batch=self.world_model.check_batch,
+                **kwargs,
+            )
         finally:
             self.acting_weights.end()
 

@@ -307,3 +307,77 @@ def compile_with_values(variables, fn):
         return compiled(*args)
 
     return call
+
+
+def data_spec(data):
+    """The batch dict (or its spec) of `fit`'s `x`, when it can be had cheaply.
+
+    Args:
+        data: what `fit` was given: a dict of arrays, a data source with a
+            `batch_spec` (e.g. `kd.data.Collector`), a `tf.data.Dataset` (its
+            `element_spec`) or anything else.
+
+    Returns:
+        A dict of arrays or specs, or None when there is nothing to check.
+
+    Examples:
+        >>> import numpy as np
+        >>> sorted(data_spec({"image": np.zeros((1, 2, 4, 4, 3))}))
+        ['image']
+        >>> data_spec([1, 2]) is None
+        True
+    """
+    if isinstance(data, dict):
+        return data
+    spec = getattr(data, "batch_spec", None)
+    if spec is None:
+        spec = getattr(data, "element_spec", None)
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], dict):
+        spec = spec[0]
+    return spec if isinstance(spec, dict) else None
+
+
+def guarded_fit(model, fit, x=None, y=None, *args, check_batch=None, **kwargs):
+    """Runs a parent class's `fit` with the checks `WorldModel` and `Agent` share.
+
+    1. The data's batch format is checked with `check_batch` before anything
+       is traced (see `data_spec`), so a malformed batch fails at once.
+    2. A `FirstStepGuard` keeps the weights if the first step fails.
+    3. If training is interrupted (an exception, KeyboardInterrupt), the
+       callbacks with a true `close_on_interrupt` attribute
+       (`DreamerReportCallback`) are closed, so their pending logs are
+       written; Keras skips `on_train_end` then.
+
+    Args:
+        model: the model being trained.
+        fit: the parent's bound `fit` (`super().fit`).
+        x: the training data.
+        y: forwarded to `fit`.
+        *args: forwarded to `fit`.
+        check_batch: a function that raises on a bad batch dict, or None.
+        **kwargs: forwarded to `fit`; `callbacks` gets the guard appended.
+
+    Returns:
+        What `fit` returns (a `keras.callbacks.History`).
+
+    Examples:
+        What `WorldModel.fit` does:
+
+        >>> import keras
+        >>> class Model(keras.Model):
+        ...     def fit(self, x=None, y=None, *args, **kwargs):
+        ...         return guarded_fit(self, super().fit, x, y, *args, **kwargs)
+    """
+    spec = data_spec(x)
+    if spec is not None and check_batch is not None:
+        check_batch(spec)
+    guard = FirstStepGuard(model)
+    callbacks = [*(kwargs.pop("callbacks", None) or []), guard]
+    try:
+        return fit(x, y, *args, callbacks=callbacks, **kwargs)
+    except BaseException:
+        guard.restore()
+        for callback in callbacks:
+            if getattr(callback, "close_on_interrupt", False):
+                callback.close()
+        raise

@@ -324,21 +324,16 @@ class WorldModel(keras.Model):
         `close_on_interrupt` attribute (`DreamerReportCallback`) are closed,
         so their pending logs are written.
         """
-        spec = _data_spec(x)
-        if spec is not None:
-            self.check_batch(spec)
-        guard = fitting.FirstStepGuard(self)
-        callbacks = [*(callbacks or []), guard]
-        try:
-            return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        except BaseException:
-            guard.restore()
-            # Keras skips on_train_end when fit is interrupted; let reporting
-            # callbacks write what they hold and close their outputs.
-            for callback in callbacks:
-                if getattr(callback, "close_on_interrupt", False):
-                    callback.close()
-            raise
+        return fitting.guarded_fit(
+            self,
+            super().fit,
+            x,
+            y,
+            *args,
+            callbacks=callbacks,
+            check_batch=self.check_batch,
+            **kwargs,
+        )
 
     def train_step(self, *args, **kwargs):
         return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
@@ -515,15 +510,3 @@ class WorldModel(keras.Model):
         if isinstance(config.get("dtype"), dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
-
-
-def _data_spec(data):
-    """The batch dict (or its spec) of `fit`'s `x`, when it can be had cheaply."""
-    if isinstance(data, dict):
-        return data
-    spec = getattr(data, "batch_spec", None)
-    if spec is None:
-        spec = getattr(data, "element_spec", None)
-    if isinstance(spec, tuple) and spec and isinstance(spec[0], dict):
-        spec = spec[0]
-    return spec if isinstance(spec, dict) else None
