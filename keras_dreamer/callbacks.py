@@ -82,7 +82,15 @@ class DreamerReportCallback(keras.callbacks.Callback):
     `model.report(batch)` on a batch from `report_data` and writes its
     results under `report/`: the losses and `report/openloop/<image key>`,
     the open-loop video (truth | model | error; see
-    `keras_dreamer.openloop`), which also lands in `LOGDIR/media/`.
+    `keras_dreamer.openloop`), which also lands in `LOGDIR/media/`. With a
+    `train_data` that has `episode_video()` (a `kd.data.Collector`), each
+    report also writes `episode/policy_<image key>`, the video of the latest
+    finished training episode of env 0 (from the first report after one
+    finished).
+
+    With an `evaluator` (e.g. a `kd.data.Evaluator`: a callable returning a
+    dict of metrics such as `eval/episode/score`), every `eval_every` steps
+    (and/or `eval_every_secs` seconds) it runs it and writes what it returns.
 
     Outputs are closed at the end of `fit`. If `fit` is interrupted
     (KeyboardInterrupt, an exception), `WorldModel.fit` closes the callback,
@@ -122,6 +130,11 @@ class DreamerReportCallback(keras.callbacks.Callback):
         strict: raise output errors instead of reporting them once.
         report_at_start: report once when training begins (the untrained
             baseline); a resumed run may turn it off.
+        evaluator: callable returning a dict of metrics to write (e.g. a
+            `kd.data.Evaluator`), or None.
+        eval_every: run `evaluator` every this many train steps (None: only
+            by time).
+        eval_every_secs: also run it when this many seconds have passed.
 
     Examples:
         >>> import tempfile
@@ -148,6 +161,9 @@ class DreamerReportCallback(keras.callbacks.Callback):
         usage=True,
         strict=False,
         report_at_start=True,
+        evaluator=None,
+        eval_every=None,
+        eval_every_secs=None,
     ):
         super().__init__()
         if logdir is None or not str(logdir):
@@ -173,6 +189,17 @@ class DreamerReportCallback(keras.callbacks.Callback):
             raise ValueError(
                 "Set log_every or log_every_secs: nothing would be logged."
             )
+        self._eval_schedule = _Schedule(eval_every, eval_every_secs, "eval_every")
+        if evaluator is not None and not callable(evaluator):
+            raise ValueError(
+                f"evaluator must be a callable returning metrics, got {evaluator!r}."
+            )
+        if evaluator is not None and not self._eval_schedule.enabled:
+            raise ValueError(
+                "An evaluator needs eval_every or eval_every_secs: it would never run."
+            )
+        self.evaluator = evaluator
+        self.eval_every = eval_every
         self.report_data = report_data
         self.train_data = train_data
         self.frames_per_step = frames_per_step
@@ -205,6 +232,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._updates_since_write = 0
         self._log_schedule.mark()
         self._report_schedule.mark()
+        self._eval_schedule.mark()
         self._report_source = self._make_report_source(model)
         if self._report_source is not None:
             batch = self._next_report_batch(model)  # checked before any step
@@ -230,7 +258,12 @@ class DreamerReportCallback(keras.callbacks.Callback):
             self._add_train_metrics()
         if report_due:
             self._report(self._next_report_batch(self.model))
-        if log_due or report_due:
+        eval_due = self.evaluator is not None and self._eval_schedule.due(
+            previous, step
+        )
+        if eval_due:
+            self._evaluate()
+        if log_due or report_due or eval_due:
             self.logger.write()
 
     def on_train_end(self, logs=None):
@@ -384,4 +417,25 @@ class DreamerReportCallback(keras.callbacks.Callback):
         metrics = self.model.report(batch)
         self.logger.step = self.step
         self.logger.add(metrics, prefix="report")
+        self._add_episode_video()
         self._report_schedule.mark()
+
+    def _add_episode_video(self):
+        video = getattr(self.train_data, "episode_video", None)
+        frames = video() if callable(video) else None
+        if frames:
+            self.logger.add(
+                {f"policy_{key}": value for key, value in frames.items()},
+                prefix="episode",
+            )
+
+    def _evaluate(self):
+        metrics = self.evaluator()
+        if not isinstance(metrics, dict):
+            raise ValueError(
+                f"The evaluator returned a {type(metrics).__name__}, expected a "
+                "dict of metrics."
+            )
+        self.logger.step = self.step
+        self.logger.add(metrics)
+        self._eval_schedule.mark()

@@ -2,6 +2,7 @@
 
 import ast
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -86,16 +87,33 @@ def test_debug_run_writes_the_whole_logdir(debug_run):
     for name in ("config.gin", "metrics.jsonl", "scores.jsonl"):
         assert os.path.isfile(logdir / name), name
     assert glob.glob(str(logdir / "events.out.tfevents.*"))
+    # Env 0 finishes an episode during the prefill: every report has its video.
     assert sorted(os.listdir(logdir / "media")) == [
-        f"report_openloop_image_{step}.gif" for step in (0, 4, 8)
+        f"{key}_{step}.gif"
+        for key in ("episode_policy_image", "report_openloop_image")
+        for step in (0, 4, 8)
     ]
+    with Image.open(logdir / "media" / "episode_policy_image_8.gif") as gif:
+        assert gif.size == (16, 16) and 2 <= gif.n_frames <= 11
     assert glob.glob(str(logdir / "wandb" / "offline-run-*"))
     assert os.path.isdir(logdir / "ckpt" / "replay")
     checkpoints = sorted(n for n in os.listdir(logdir / "ckpt") if n.isdigit())
     assert checkpoints == ["0000000004", "0000000008"]
+    # The run state holds what a resume needs besides the weights.
+    with open(logdir / "ckpt" / "0000000008" / "state.json") as file:
+        state = json.load(file)
+    assert state["model"] == "agent" and "state" in state["policy_rng"]
+    assert state["obs_space"]["image"]["shape"] == [16, 16, 3]
+    assert state["act_space"] == {"class_name": "Discrete", "n": 3}
     lines = read_jsonl(logdir / "metrics.jsonl")
     assert [line["step"] for line in lines] == [0, 2, 4, 6, 8]
     assert "train/loss/image" in lines[1] and "report/openloop/image" not in lines[2]
+    # debug.gin trains the agent and evaluates it every 4 steps.
+    for key in ("loss/policy", "loss/value", "loss/repval", "ret", "ent/action"):
+        assert f"train/{key}" in lines[1], key
+    evals = [line for line in lines if "eval/episode/score" in line]
+    assert [line["step"] for line in evals] == [4, 8]
+    assert all(2 <= line["eval/episode/length"] <= 11 for line in evals)
     assert any("episode/score" in line for line in lines)
     scores = read_jsonl(logdir / "scores.jsonl")
     assert scores and all(
@@ -162,6 +180,32 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     assert tb_steps == sorted(set(tb_steps)) and tb_steps[-1] == 40
 
 
+def test_checkpoint_of_the_other_model_kind_exits_2(tmp_path):
+    # A world-model-only run (random policy, no agent keys) ...
+    args = ("--logdir", str(tmp_path), "--gin_file", DEBUG, "--gin_param")
+    result = run(
+        command(*args, "train.agent = False", "--gin_param", "train.steps = 4")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    assert "train/loss/image" in lines[-1] and "train/loss/policy" not in lines[-1]
+    assert any("eval/episode/score" in line for line in lines)
+    # ... cannot be resumed as an agent run, and the logdir is left as it was.
+    result = run(command(*args, "train.steps = 8"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
+    assert len(errors) == 1 and "train.agent" in errors[0], result.stderr[-3000:]
+    assert read_jsonl(tmp_path / "metrics.jsonl") == lines
+    # Nor with an env whose observations differ: the error names the key.
+    result = run(
+        command(*args, "train.agent = False", "--gin_param", "make_env.size = 32")
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
+    assert len(errors) == 1 and "observation 'image'" in errors[0], errors
+    assert read_jsonl(tmp_path / "metrics.jsonl") == lines
+
+
 def test_bare_command_runs_the_default_config(tmp_path):
     # Keras's smoke-test variables cap fit at one step of one epoch.
     result = run(
@@ -191,6 +235,7 @@ def test_bare_command_runs_the_default_config(tmp_path):
         ),
         (["--gin_param", "make_env.name = 'pacman'"], "pacman"),
         (["--gin_param", "make_world_model.preset = 'size7m'"], "size7m"),
+        (["--gin_param", "train.eval_episodes = 0"], "train.eval_episodes"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):

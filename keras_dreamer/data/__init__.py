@@ -14,6 +14,7 @@ from keras_dreamer.data.dataset import ArraySpec
 from keras_dreamer.data.dataset import OfflineDataset
 from keras_dreamer.data.dataset import ReplayDataset
 from keras_dreamer.data.dataset import batch_spec
+from keras_dreamer.data.evaluate import Evaluator
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.data.replay_files import CorruptReplayError
 
@@ -21,6 +22,7 @@ __all__ = [
     "ArraySpec",
     "Collector",
     "CorruptReplayError",
+    "Evaluator",
     "OfflineDataset",
     "RandomPolicy",
     "Replay",

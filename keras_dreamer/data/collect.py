@@ -73,6 +73,8 @@ class Collector(ReplayDataset):
     `is_first` is True. Assign `collector.policy` to change it later.
 
     Episode statistics accumulate until `drain_metrics()` returns them.
+    The frames of the latest finished episode of env 0 (every image key)
+    are kept for `episode_video()`, DreamerV3's `policy_<key>` video.
     On TensorFlow, `fit` runs the dataset in a tf.data thread, samples two
     extra batches to infer the signature and prefetches ahead of training;
     all state changes happen under a lock.
@@ -92,6 +94,9 @@ class Collector(ReplayDataset):
             has `batch_length` steps in the replay.
         seed: int seed of the envs' first resets, the default policy and
             the default replay, or None.
+        episode_video_frames: the most frames of an episode that
+            `episode_video()` keeps: the first this many (a longer episode's
+            video stops there, played at the env's own speed); 0 keeps none.
         **kwargs: `keras.utils.PyDataset` options (`workers`,
             `max_queue_size`).
 
@@ -116,6 +121,7 @@ class Collector(ReplayDataset):
         train_ratio=32,
         prefill=None,
         seed=None,
+        episode_video_frames=500,
         **kwargs,
     ):
         envs = _build_envs(env)
@@ -168,6 +174,31 @@ class Collector(ReplayDataset):
         self._finished = []
         self._drained_steps = 0
         self._drained_time = None
+        if (
+            isinstance(episode_video_frames, bool)
+            or not isinstance(episode_video_frames, int)
+            or episode_video_frames < 0
+        ):
+            raise ValueError(
+                "episode_video_frames must be an int >= 0, got "
+                f"{episode_video_frames!r}."
+            )
+        self.episode_video_frames = episode_video_frames
+        self._image_keys = [k for k, s in self.obs_space.items() if s.is_image]
+        self._frames = {key: [] for key in self._image_keys}
+        self._video = None
+
+    def episode_video(self):
+        """The frames of the latest finished episode of env 0.
+
+        Returns:
+            None before env 0 finished an episode (or without image keys, or
+            with `episode_video_frames=0`); else a dict of image key to
+            uint8 `[T, H, W, C]` frames (`[T, H, W, 1]` for 2-D images), the
+            first `episode_video_frames` obs of the episode, first included.
+        """
+        with self._lock:
+            return None if self._video is None else dict(self._video)
 
     def collect(self, steps):
         """Step every env until at least `steps` env steps were added.
@@ -263,6 +294,8 @@ class Collector(ReplayDataset):
         )
         for i, env in enumerate(self.envs):
             self.replay.add({**obs[i], "action": actions[i]}, worker=i)
+            if i == 0:
+                self._record_frame(self._obs[0])
             self._account(i, self._obs[i])
             self._obs[i] = env.step(actions[i])
         self.env_steps += len(self.envs)
@@ -293,6 +326,19 @@ class Collector(ReplayDataset):
         if not space.discrete:
             action = np.asarray(action, np.float32).reshape(space.shape)
         return space.encode(action)
+
+    def _record_frame(self, obs):
+        if not self._image_keys or not self.episode_video_frames:
+            return
+        if obs["is_first"]:
+            self._frames = {key: [] for key in self._image_keys}
+        for key, frames in self._frames.items():
+            if len(frames) < self.episode_video_frames:
+                frame = np.array(obs[key], np.uint8)
+                frames.append(frame[..., None] if frame.ndim == 2 else frame)
+        if obs["is_last"] and all(self._frames.values()):
+            self._video = {k: np.stack(v) for k, v in self._frames.items()}
+            self._frames = {key: [] for key in self._image_keys}
 
     def _account(self, i, obs):
         score, length, _ = (0.0, 0, {}) if obs["is_first"] else self._episode[i]

@@ -10,18 +10,22 @@ or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), whic
 the backend before this module (and Keras) is imported.
 """
 
+import json
 import math
 import os
 import time
 
 import gin
 import keras
+import numpy as np
 
 from keras_dreamer import checkpoint
 from keras_dreamer import envs
 from keras_dreamer.agent import Agent
 from keras_dreamer.callbacks import DreamerReportCallback
 from keras_dreamer.data import Collector
+from keras_dreamer.data import Evaluator
+from keras_dreamer.data import RandomPolicy
 from keras_dreamer.data import Replay
 from keras_dreamer.logger import check_logdir
 from keras_dreamer.logger import make_output
@@ -196,6 +200,8 @@ def train(
     jit_compile="auto",
     verbose="auto",
     agent=True,
+    eval_every=None,
+    eval_episodes=1,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
@@ -222,6 +228,11 @@ def train(
         verbose: `fit`'s progress bar setting.
         agent: train `kd.Agent` (`make_agent`), whose policy collects the
             data; False trains only `make_world_model` on a random policy.
+        eval_every: train steps between evaluations (None: off): whole
+            episodes on a separate env (`make_env` with another seed) played
+            by the agent's eval policy (the random policy without an agent),
+            logged as `eval/episode/{score,length}`.
+        eval_episodes: episodes per evaluation.
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
@@ -247,6 +258,14 @@ def train(
         >>> gin.clear_config()
     """
     logdir = os.path.abspath(os.fspath(logdir))
+    for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes)):
+        if value is None and name == "eval_every":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            allowed = " or None" if name == "eval_every" else ""
+            raise ConfigError(
+                f"train.{name} must be a positive int{allowed}, got {value!r}."
+            )
     try:
         run = _setup(
             logdir,
@@ -262,6 +281,7 @@ def train(
             jit_compile,
             agent,
         )
+        evaluator = _evaluator(run, seed, eval_every, eval_episodes)
     except ConfigError:
         raise
     except (ValueError, TypeError, ImportError, OSError) as error:
@@ -278,6 +298,8 @@ def train(
         else None,
         train_data=collector,
         report_at_start=not resumed,
+        evaluator=evaluator,
+        eval_every=eval_every if evaluator is not None else None,
     )
     saver = checkpoint.Checkpointer(
         os.path.join(logdir, "ckpt"),
@@ -299,6 +321,8 @@ def train(
         )
     finally:
         collector.close()
+        if evaluator is not None:
+            evaluator.close()
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = {
         "step": step,
@@ -337,6 +361,7 @@ def _setup(
     replay = Replay(replay_capacity, seed=seed)
     if resume is not None:
         replay.load(os.path.join(ckpt_dir, checkpoint.REPLAY_DIR), strict=False)
+        check_resumed_spaces(env, state, replay.metadata, resume)
     collector = Collector(
         env,
         replay=replay,
@@ -371,12 +396,91 @@ def _setup(
     return model, collector, replay, start_step, resume is not None
 
 
+def _evaluator(run, seed, eval_every, eval_episodes):
+    """The evaluation episodes' player, or None when `eval_every` is off."""
+    if eval_every is None:
+        return None
+    model, collector, _, start_step, _ = run
+    # Another seed than the training env's; a resumed run plays new episodes.
+    eval_seed = int(np.random.SeedSequence([seed, 1, start_step]).generate_state(1)[0])
+    env = make_env(seed=eval_seed)
+    if isinstance(model, Agent):
+        policy = model.make_policy("eval", seed=eval_seed)
+    else:
+        policy = RandomPolicy(env.act_space, seed=eval_seed)
+    return Evaluator(env, policy, episodes=eval_episodes, seed=eval_seed)
+
+
+def check_resumed_spaces(env, state, metadata, path):
+    """Raises `ConfigError` naming each key where `env` differs from a checkpoint.
+
+    The spaces of the checkpointed run come from its state (`obs_space`,
+    `act_space`), else from its replay's metadata; without either nothing is
+    checked.
+
+    Args:
+        env: the env of the resumed run.
+        state: the checkpoint's state dict.
+        metadata: the loaded replay's metadata.
+        path: the checkpoint directory (named in the error).
+
+    Raises:
+        ConfigError: an observation key is missing, extra or of another
+            space, or the action space differs.
+
+    Examples:
+        >>> env = make_env("default", size=16)
+        >>> saved = {"obs_space": {"image": {"class_name": "Box",
+        ...     "shape": [32, 32, 3], "low": 0.0, "high": 255.0, "dtype": "uint8"}}}
+        >>> try:
+        ...     check_resumed_spaces(env, saved, {}, "ckpt/0000000500")
+        ... except ConfigError as error:
+        ...     print(str(error).split(": ", 1)[1][:19])
+        observation 'image'
+    """
+    saved_obs = state.get("obs_space", metadata.get("obs_space"))
+    saved_act = state.get("act_space", metadata.get("act_space"))
+    problems = []
+    if saved_obs is not None:
+        current = {k: space.get_config() for k, space in env.obs_space.items()}
+        for key in sorted(set(saved_obs) | set(current)):
+            if key not in current:
+                problems.append(
+                    f"observation {key!r} is missing (was {saved_obs[key]})"
+                )
+            elif key not in saved_obs:
+                problems.append(f"observation {key!r} is new ({current[key]})")
+            elif _normal(saved_obs[key]) != _normal(current[key]):
+                problems.append(
+                    f"observation {key!r} is {current[key]}, was {saved_obs[key]}"
+                )
+    if saved_act is not None:
+        current = env.act_space.get_config()
+        if _normal(saved_act) != _normal(current):
+            problems.append(f"'action' space is {current}, was {saved_act}")
+    if problems:
+        raise ConfigError(
+            f"The env does not match the checkpoint {path}: {'; '.join(problems)}. "
+            "Resume with the env settings of that run, or use a new logdir."
+        )
+
+
+def _normal(config):
+    """A space config with tuples as lists, as JSON gives it back."""
+    return json.loads(json.dumps(config))
+
+
 def _model_kind(agent):
     return "agent" if agent else "world_model"
 
 
 def _run_state(collector, agent):
-    state = {"env_steps": int(collector.env_steps), "model": _model_kind(agent)}
+    state = {
+        "env_steps": int(collector.env_steps),
+        "model": _model_kind(agent),
+        "obs_space": {k: s.get_config() for k, s in collector.obs_space.items()},
+        "act_space": collector.act_space.get_config(),
+    }
     if hasattr(collector.policy, "get_state"):
         state["policy_rng"] = collector.policy.get_state()
     return state

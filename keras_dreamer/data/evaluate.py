@@ -1,0 +1,116 @@
+"""Evaluation: whole episodes played with a policy, apart from training."""
+
+import numpy as np
+
+from keras_dreamer.envs import as_env
+from keras_dreamer.envs import make
+
+
+class Evaluator:
+    """Plays whole episodes on its own env and returns their mean score.
+
+    Calling it plays `episodes` episodes one after the other on `env` with
+    `policy` (batched over one env: it gets obs `[1, ...]` and returns
+    actions `[1, A]`, e.g. `agent.make_policy("eval")`), and returns
+    `eval/episode/score` and `eval/episode/length`, the means over those
+    episodes (a length counts the obs, the first included, as the
+    collector's `episode/length`). An episode is cut after `max_steps` env
+    steps, so an env that never ends cannot hang training; a cut episode
+    counts with the score it reached, and `eval/episode/cut` gives the
+    fraction of cut episodes. Every episode starts from a reset, so a
+    stateful policy starts anew (`is_first`).
+
+    Nothing here touches the training data: the env is separate and no step
+    enters a replay. Pass it to `kd.DreamerReportCallback(evaluator=...,
+    eval_every=...)` to evaluate on a schedule during `fit`.
+
+    Args:
+        env: an env or a `kd.envs.make` name (use another seed than the
+            training envs).
+        policy: callable from batched obs (obs keys, `reward`, `is_first`,
+            `is_last`, `is_terminal`) to batched actions.
+        episodes: episodes per call (>= 1).
+        max_steps: the most env steps of one episode (>= 1).
+        seed: int seed of the env's first reset, or None.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> env = kd.envs.make("default", size=16, max_steps=20)
+        >>> evaluate = kd.data.Evaluator(env, kd.data.RandomPolicy(env.act_space, 0),
+        ...                              episodes=2, seed=0)
+        >>> metrics = evaluate()
+        >>> sorted(metrics)
+        ['eval/episode/cut', 'eval/episode/length', 'eval/episode/score']
+        >>> metrics["eval/episode/length"] <= 21
+        True
+    """
+
+    def __init__(self, env, policy, episodes=1, max_steps=10_000, seed=None):
+        self.env = as_env(make(env) if isinstance(env, str) else env)
+        if not callable(policy):
+            raise ValueError(f"Evaluator needs a callable policy, got {policy!r}.")
+        for name, value in (("episodes", episodes), ("max_steps", max_steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Evaluator {name} must be an int >= 1, got {value!r}."
+                )
+        self.policy = policy
+        self.episodes = episodes
+        self.max_steps = max_steps
+        self.act_space = self.env.act_space
+        self._seed = seed
+        self._reset_count = 0
+
+    def __call__(self):
+        """Plays `episodes` episodes; returns the mean score and length."""
+        scores, lengths, cuts = [], [], []
+        for _ in range(self.episodes):
+            score, length, cut = self._episode()
+            scores.append(score)
+            lengths.append(length)
+            cuts.append(cut)
+        return {
+            "eval/episode/score": float(np.mean(scores)),
+            "eval/episode/length": float(np.mean(lengths)),
+            "eval/episode/cut": float(np.mean(cuts)),
+        }
+
+    def close(self):
+        """Closes the env."""
+        self.env.close()
+
+    def _episode(self):
+        seed = None
+        if self._seed is not None:
+            seed = int(
+                np.random.SeedSequence([self._seed, self._reset_count]).generate_state(
+                    1
+                )[0]
+            )
+        self._reset_count += 1
+        obs = self.env.reset(seed=seed)
+        score, length = 0.0, 0
+        for _ in range(self.max_steps):
+            score += float(obs["reward"])
+            length += 1
+            if obs["is_last"]:
+                return score, length, False
+            batched = {
+                k: np.asarray(v)[None]
+                for k, v in obs.items()
+                if not k.startswith("log/")
+            }
+            action = np.asarray(self.policy(batched))
+            action = action.reshape(1, -1)[0] if action.ndim > 1 else action[0]
+            obs = self.env.step(self._encode(action))
+        score += float(obs["reward"])
+        length += 1
+        return score, length, not bool(obs["is_last"])
+
+    def _encode(self, action):
+        space = self.act_space
+        if not space.discrete:
+            action = np.asarray(action, np.float32).reshape(space.shape)
+        elif np.ndim(action) == 0:
+            action = int(action)
+        return space.encode(action)
