@@ -268,7 +268,7 @@ def test_configuration_lists_every_agent_hyperparameter(configuration):
 
 
 def test_configuration_lists_every_packaged_gin_file(configuration):
-    from keras_dreamer.cli import GIN_DIR
+    from keras_dreamer.train.command import GIN_DIR
 
     rows = table_after(configuration, "## The packaged configs")
     listed = set()
