@@ -10,6 +10,17 @@ mean of the last 10 episodes first reaches +10.
 
     KERAS_BACKEND=tensorflow python benchmarks/catch_agent.py --minutes 12 --out tf.jsonl
     python benchmarks/catch_agent.py --plot tf.jsonl jax.jsonl --png curve.png
+
+The curve of a `keras-dreamer train` run itself comes from its logdir's
+TensorBoard events (`episode/score`, `episode/count`, `env/steps`, with
+their wall times), written as the same JSON lines:
+
+    python benchmarks/catch_agent.py --logdir runs/catch --out tf.jsonl
+
+There the mean of the last 10 episodes is rebuilt from each log window's
+mean score and episode count, and the seconds count from the TensorBoard
+writer's creation (about 5 s after the command starts: Python and Keras
+imports); add `--start EPOCH_SECONDS` to count from the command's start.
 """
 
 import argparse
@@ -138,6 +149,47 @@ def save_episode_strip(agent, path, seed, frames=8, every=3, zoom=4):
     image.save(path)
 
 
+def from_logdir(args):
+    """Writes a `keras-dreamer train` logdir's score curve as JSON lines."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(args.logdir, size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+
+    def series(tag):
+        if tag in tags.get("tensors", []):
+            return {
+                e.step: (e.wall_time, float(make_ndarray(e.tensor_proto)))
+                for e in events.Tensors(tag)
+            }
+        return {e.step: (e.wall_time, e.value) for e in events.Scalars(tag)}
+
+    start = args.start if args.start is not None else events.FirstEventTimestamp()
+    score, count = series("episode/score"), series("episode/count")
+    env_steps = series("env/steps")
+    recent, reached = [], None
+    with open(args.out, "w") as out:
+        for step in sorted(score):
+            wall, value = score[step]
+            recent = (recent + [value] * int(round(count[step][1])))[-10:]
+            line = {
+                "seconds": round(wall - start, 1),
+                "env_steps": int(env_steps[step][1]),
+                "updates": step,
+                "window_score": value,
+                "episodes": int(round(count[step][1])),
+                "mean10": float(np.mean(recent)),
+            }
+            out.write(json.dumps(line) + "\n")
+            print(json.dumps(line))
+            if reached is None and line["mean10"] >= 10:
+                reached = line
+    print("reached +10 (mean of 10):", "never" if reached is None else reached)
+
+
 def plot(args):
     import matplotlib
 
@@ -176,10 +228,19 @@ def main():
     parser.add_argument("--out", default="catch_agent.jsonl")
     parser.add_argument("--frames", help="PNG of an eval episode after training")
     parser.add_argument("--plot", nargs="+", help="JSONL files to plot instead")
+    parser.add_argument(
+        "--logdir", help="a `keras-dreamer train` logdir to read instead"
+    )
+    parser.add_argument("--start", type=float, help="with --logdir: the run's start")
     parser.add_argument("--png", default="catch_agent.png")
     parser.add_argument("--title", default="kd.Agent on Catch (default.gin)")
     args = parser.parse_args()
-    plot(args) if args.plot else train(args)
+    if args.plot:
+        plot(args)
+    elif args.logdir:
+        from_logdir(args)
+    else:
+        train(args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ AGENT_LOG_KEYS = (
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
-class Agent(keras.Model):
+class Agent(fitting.DreamerTraining, keras.Model):
     """DreamerV3: a world model, and an actor and critic that learn in imagination.
 
     `agent.world_model` is a `kd.WorldModel`; the agent adds an `Actor`, a
@@ -206,19 +206,6 @@ class Agent(keras.Model):
 
     # ------------------------------------------------------------ training
 
-    def compile(self, optimizer=None, **kwargs):
-        """`keras.Model.compile` with `LaProp()` as the default optimizer."""
-        from keras_dreamer.optimizers import LaProp
-
-        super().compile(
-            optimizer=LaProp() if optimizer is None else optimizer, **kwargs
-        )
-
-    def compile_from_config(self, config):
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def call(self, batch, training=False, noise=None):
         """The world model's outputs on a batch (see `WorldModel.call`)."""
         return self.world_model(batch, training=training, noise=noise)
@@ -372,7 +359,7 @@ class Agent(keras.Model):
             "adv_mag": ops.mean(ops.abs(adv)),
             "rew": ops.mean(terms["reward"]),
             "con": ops.mean(terms["cont"]),
-            "weight": ops.mean(ops.cumprod(terms["cont"], axis=1)),
+            "weight": ops.mean(terms["weight"]),
             "ent/action": ops.mean(terms["entropy"]),
         }
 
@@ -442,9 +429,6 @@ class Agent(keras.Model):
             )
         finally:
             self.acting_weights.end()
-
-    def train_step(self, *args, **kwargs):
-        return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
     # ------------------------------------------------------------ acting
 

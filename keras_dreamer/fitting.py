@@ -6,7 +6,8 @@ layer's variables (jitted on JAX, a `tf.function` on TensorFlow);
 logs; `add_optimizer_logs` merges the optimizer's per-step values (gradient
 norm, learning rate) into them; `frames_log` gives the number of replayed
 frames of a batch; `FirstStepGuard` keeps a model's weights when the first
-step of `fit` fails. `WorldModel` and `Agent` use all of them.
+step of `fit` fails; `DreamerTraining` is the mixin that gives a model LaProp
+by default and the optimizer's logs. `WorldModel` and `Agent` use all of them.
 
 Only public Keras API is used: the optimizer's log values reach the logs by
 name through the optimizer's `step_logs`, never through the position of the
@@ -194,6 +195,42 @@ def add_optimizer_logs(model, step_output):
         logs, state = step_output
         return {**logs, **values}, state
     return {**step_output, **values}
+
+
+class DreamerTraining:
+    """Mixin for a `keras.Model` trained with `fit` the DreamerV3 way.
+
+    Gives `compile` `LaProp()` as the default optimizer (recompiled exactly
+    from a saved config) and merges the optimizer's per-step values into
+    the train logs (`add_optimizer_logs`). List it before `keras.Model`.
+
+    Examples:
+        >>> import keras
+        >>> class Model(DreamerTraining, keras.Model):
+        ...     pass
+        >>> model = Model()
+        >>> model.compile()
+        >>> type(model.optimizer).__name__
+        'LaProp'
+    """
+
+    def compile(self, optimizer=None, **kwargs):
+        """`keras.Model.compile` with `LaProp()` as the default optimizer."""
+        from keras_dreamer.optimizers import LaProp
+
+        super().compile(
+            optimizer=LaProp() if optimizer is None else optimizer, **kwargs
+        )
+
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; ours only adds
+        # a default, so recompiling from the saved config is exact.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, *args, **kwargs):
+        return add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
 
 class FirstStepGuard(keras.callbacks.Callback):

@@ -18,7 +18,6 @@ from keras_dreamer.layers.encoder import serialize_obs_space
 from keras_dreamer.layers.heads import ContinueHead
 from keras_dreamer.layers.heads import RewardHead
 from keras_dreamer.layers.rssm import RSSM
-from keras_dreamer.optimizers import LaProp
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
@@ -35,7 +34,7 @@ _KERAS_KWARGS = tuple(
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
-class WorldModel(keras.Model):
+class WorldModel(fitting.DreamerTraining, keras.Model):
     """DreamerV3's world model: encoder, RSSM, decoder, reward and continue heads.
 
     Train it with `compile()` (LaProp by default) and `fit` on sequence
@@ -204,19 +203,6 @@ class WorldModel(keras.Model):
 
     # ------------------------------------------------------------ training
 
-    def compile(self, optimizer=None, **kwargs):
-        """`keras.Model.compile` with `LaProp()` as the default optimizer."""
-        super().compile(
-            optimizer=LaProp() if optimizer is None else optimizer, **kwargs
-        )
-
-    def compile_from_config(self, config):
-        # Keras skips this for models that override `compile`; ours only adds
-        # a default, so recompiling from the saved config is exact.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     def call(self, batch, training=False, noise=None):
         """Posterior features and all predictions for a batch.
 
@@ -334,9 +320,6 @@ class WorldModel(keras.Model):
             check_batch=self.check_batch,
             **kwargs,
         )
-
-    def train_step(self, *args, **kwargs):
-        return fitting.add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
     # ------------------------------------------------------------ public API
 
