@@ -1,4 +1,4 @@
-"""Envs that fail on purpose, importable by env processes (and by gin).
+"""Envs that fail on purpose, importable by env processes.
 
 `FaultyCatch` is the embedded Catch env that, after `fail_after` steps in its
 process, raises, hangs or ends its own process, once or again and again.
@@ -6,8 +6,6 @@ process, raises, hangs or ends its own process, once or again and again.
 
 import os
 import time
-
-import gin
 
 from keras_dreamer.envs import Catch
 
@@ -44,8 +42,3 @@ class FaultyCatch(Catch):
                 os._exit(3)
         return super()._step(action)
 
-
-@gin.configurable
-def faulty_catch(**kwargs):
-    """`FaultyCatch(**kwargs)`, for gin (`make_env.name = @faulty_catch`)."""
-    return FaultyCatch(**kwargs)

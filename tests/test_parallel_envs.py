@@ -322,3 +322,36 @@ def test_an_exception_in_training_leaves_no_env_process(tmp_path):
     pids = [int(pid) for pid in result.stdout.split()]
     assert len(pids) == 2
     assert_gone(pids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_a_python_process_stopped_by_a_signal_leaves_no_env_process(signum):
+    # SIGINT: KeyboardInterrupt, the interpreter exits and closes the envs.
+    # SIGKILL: nothing runs in the parent; its env processes see it gone.
+    script = textwrap.dedent(
+        """
+        import keras_dreamer as kd
+
+        envs = kd.envs.ProcessEnvs("catch", 2, env_kwargs={"size": 16})
+        print(*envs.pids, flush=True)
+        while True:
+            envs.step([0, 1])
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+        proc.send_signal(signum)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (1, -signum)
+    assert_gone(pids)
