@@ -9,6 +9,7 @@ import numpy as np
 from keras_dreamer.batch import LOG_PREFIX
 from keras_dreamer.data.dataset import ReplayDataset
 from keras_dreamer.data.replay import Replay
+from keras_dreamer.envs import ProcessEnvs
 from keras_dreamer.envs import as_env
 from keras_dreamer.envs import make
 
@@ -81,7 +82,11 @@ class Collector(ReplayDataset):
 
     Args:
         env: an env, an env name for `kd.envs.make`, or a list of either
-            (one worker per env; all must share their spaces).
+            (one worker per env, stepped one after the other in this
+            process; all must share their spaces); or a `kd.envs.ProcessEnvs`
+            (env i in its own process is worker i; all stepped at once; an
+            env that crashes or hangs is restarted and its cut episode is
+            not counted in the episode statistics).
         replay: a `Replay`; by default `Replay(100_000, seed=...)`.
         policy: callable from batched obs to batched actions; by default
             `RandomPolicy(act_space)`.
@@ -124,7 +129,7 @@ class Collector(ReplayDataset):
         episode_video_frames=500,
         **kwargs,
     ):
-        envs = _build_envs(env)
+        envs, self._batch = _build_envs(env)
         if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)):
             raise ValueError(f"train_ratio must be a number > 0, got {train_ratio!r}.")
         if not 0 < train_ratio < math.inf:
@@ -139,8 +144,8 @@ class Collector(ReplayDataset):
             )
         super().__init__(
             replay,
-            envs[0].obs_space,
-            envs[0].act_space,
+            self._batch.obs_space,
+            self._batch.act_space,
             batch_size,
             batch_length,
             **kwargs,
@@ -170,7 +175,7 @@ class Collector(ReplayDataset):
         )
         self._credit = fractions.Fraction(0)
         self._prefilled = False
-        self._episode = [(0.0, 0, {}) for _ in envs]
+        self._episode = [(0.0, 0, {}) for _ in range(len(envs))]
         self._finished = []
         self._drained_steps = 0
         self._drained_time = None
@@ -244,6 +249,8 @@ class Collector(ReplayDataset):
                 for key in logs[0]:
                     values = [log[key] for log in logs if key in log]
                     metrics[f"episode/{key}"] = float(np.mean(values))
+            if hasattr(self._batch, "restarts"):
+                metrics["env/restarts"] = float(sum(self._batch.restarts))
             metrics.update(super().drain_metrics())
             self._finished = []
             self._drained_steps = self.env_steps
@@ -251,9 +258,8 @@ class Collector(ReplayDataset):
             return metrics
 
     def close(self):
-        """Close every env."""
-        for env in self.envs:
-            env.close()
+        """Close every env (and stop the env processes of a `ProcessEnvs`)."""
+        self._batch.close()
 
     def _next_batch(self):
         self.prefill_replay()
@@ -282,9 +288,8 @@ class Collector(ReplayDataset):
     def _step_envs(self):
         if self._drained_time is None:
             self._drained_time = time.perf_counter()
-        for i, env in enumerate(self.envs):
-            if self._obs[i] is None:
-                self._obs[i] = env.reset(seed=self._env_seeds[i])
+        if self._obs[0] is None:
+            self._obs = list(self._batch.reset(self._env_seeds))
         obs = [
             {k: v for k, v in o.items() if not k.startswith(LOG_PREFIX)}
             for o in self._obs
@@ -292,13 +297,14 @@ class Collector(ReplayDataset):
         actions = self._actions(
             {key: np.stack([o[key] for o in obs]) for key in obs[0]}
         )
-        for i, env in enumerate(self.envs):
+        for i in range(len(obs)):
             self.replay.add({**obs[i], "action": actions[i]}, worker=i)
             if i == 0:
                 self._record_frame(self._obs[0])
             self._account(i, self._obs[i])
-            self._obs[i] = env.step(actions[i])
-        self.env_steps += len(self.envs)
+        # One step of all envs at once (in parallel for `ProcessEnvs`).
+        self._obs = list(self._batch.step(actions))
+        self.env_steps += len(obs)
 
     def _actions(self, obs):
         """The policy's actions for all envs, checked, as float32 `[N, A]`."""
@@ -353,7 +359,15 @@ class Collector(ReplayDataset):
 
 
 def _build_envs(env):
-    """One checked env per worker, from an env, a name or a list of either."""
+    """`(envs, batch)`: the envs as given and an object stepping all at once.
+
+    `env` is a `ProcessEnvs` (its own batch), or an env, a name or a list of
+    either (one checked env per worker, stepped one after the other).
+    """
+    if isinstance(env, ProcessEnvs):
+        if env.closed:
+            raise ValueError("Collector got a closed ProcessEnvs.")
+        return env, env
     items = env if isinstance(env, (list, tuple)) else [env]
     envs = [as_env(make(e) if isinstance(e, str) else e) for e in items]
     if not envs:
@@ -365,7 +379,26 @@ def _build_envs(env):
                 f"but env 0 has {envs[0].obs_space}, {envs[0].act_space}. All envs "
                 "must match."
             )
-    return envs
+    return envs, _SerialEnvs(envs)
+
+
+class _SerialEnvs:
+    """A list of in-process envs behind `ProcessEnvs`'s reset/step/close."""
+
+    def __init__(self, envs):
+        self.envs = envs
+        self.obs_space = envs[0].obs_space
+        self.act_space = envs[0].act_space
+
+    def reset(self, seeds):
+        return [env.reset(seed=seed) for env, seed in zip(self.envs, seeds)]
+
+    def step(self, actions):
+        return [env.step(action) for env, action in zip(self.envs, actions)]
+
+    def close(self):
+        for env in self.envs:
+            env.close()
 
 
 def _seeds(seed, count):

@@ -18,6 +18,9 @@ from keras_dreamer.envs.catch import Catch
 from keras_dreamer.envs.crafter import Crafter
 from keras_dreamer.envs.gym import Atari
 from keras_dreamer.envs.gym import Gym
+from keras_dreamer.envs.parallel import EnvProcessError
+from keras_dreamer.envs.parallel import EnvRestartWarning
+from keras_dreamer.envs.parallel import ProcessEnvs
 
 NAMES = (
     "'default' (the embedded Catch env; also 'catch')",
@@ -32,7 +35,10 @@ __all__ = [
     "CheckedEnv",
     "Crafter",
     "Env",
+    "EnvProcessError",
+    "EnvRestartWarning",
     "Gym",
+    "ProcessEnvs",
     "as_env",
     "check_obs",
     "make",

@@ -10,6 +10,7 @@ or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), whic
 the backend before this module (and Keras) is imported.
 """
 
+import functools
 import json
 import math
 import os
@@ -59,7 +60,10 @@ def make_env(name="default", **kwargs):
 
     Args:
         name: "default" (the embedded Catch env), "crafter", "atari:<Game>"
-            or "gym:<id>".
+            or "gym:<id>"; or a callable returning an env (in gin a
+            reference, `@my_module.my_env`, after `import my_module`), which
+            must be a picklable top-level function or class when
+            `train.envs` > 1.
         **kwargs: options of the env class (e.g. `size`, `ball_size`,
             `gray`); `train` passes `seed`.
 
@@ -71,7 +75,40 @@ def make_env(name="default", **kwargs):
         >>> env.obs_space["image"].shape, env.act_space
         ((32, 32, 3), Discrete(3))
     """
+    if callable(name):
+        return name(**kwargs)
     return envs.make(name, **kwargs)
+
+
+def env_factory(**kwargs):
+    """`make_env` with its gin bindings, as a picklable factory for env processes.
+
+    Env processes do not see the parent's gin config, so the bindings of
+    `make_env` are resolved here, in the parent.
+
+    Args:
+        **kwargs: arguments that take precedence over the bindings (`train`
+            passes `seed`).
+
+    Returns:
+        A `functools.partial` of `kd.envs.make` (or of the callable bound to
+        `make_env.name`).
+
+    Examples:
+        >>> with gin.unlock_config():
+        ...     gin.bind_parameter("make_env.size", 16)
+        >>> factory = env_factory(seed=3)
+        >>> factory.args, sorted(factory.keywords.items())
+        (('default',), [('seed', 3), ('size', 16)])
+        >>> factory().obs_space["image"].shape
+        (16, 16, 3)
+        >>> gin.clear_config()
+    """
+    bindings = {**gin.get_bindings(make_env), **kwargs}
+    name = bindings.pop("name", "default")
+    if callable(name):
+        return functools.partial(name, **bindings)
+    return functools.partial(envs.make, name, **bindings)
 
 
 @gin.configurable
@@ -202,6 +239,8 @@ def train(
     agent=True,
     eval_every=None,
     eval_episodes=1,
+    envs=1,
+    env_timeout=60.0,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
@@ -233,6 +272,11 @@ def train(
             by the agent's eval policy (the random policy without an agent),
             logged as `eval/episode/{score,length}`.
         eval_episodes: episodes per evaluation.
+        envs: training envs. 1 steps the env in this process; N > 1 runs
+            N envs, each in its own process (`kd.envs.ProcessEnvs`),
+            stepped at once with one batched policy call per step.
+        env_timeout: seconds an env process may take for one step before
+            it counts as hung and is restarted (with `envs` > 1).
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
@@ -258,6 +302,16 @@ def train(
         >>> gin.clear_config()
     """
     logdir = os.path.abspath(os.fspath(logdir))
+    if isinstance(envs, bool) or not isinstance(envs, int) or envs < 1:
+        raise ConfigError(f"train.envs must be an int >= 1, got {envs!r}.")
+    if (
+        isinstance(env_timeout, bool)
+        or not isinstance(env_timeout, (int, float))
+        or not 0 < env_timeout < math.inf
+    ):
+        raise ConfigError(
+            f"train.env_timeout must be a number of seconds > 0, got {env_timeout!r}."
+        )
     for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes)):
         if value is None and name == "eval_every":
             continue
@@ -280,6 +334,8 @@ def train(
             prefill,
             jit_compile,
             agent,
+            envs,
+            env_timeout,
         )
         evaluator = _evaluator(run, seed, eval_every, eval_episodes)
     except ConfigError:
@@ -348,6 +404,8 @@ def _setup(
     prefill,
     jit_compile,
     agent,
+    num_envs=1,
+    env_timeout=60.0,
 ):
     """Builds (or restores) everything a run needs, before any step is trained."""
     _check_run_settings(steps, steps_per_epoch, save_every)
@@ -362,16 +420,53 @@ def _setup(
     if resume is not None:
         replay.load(os.path.join(ckpt_dir, checkpoint.REPLAY_DIR), strict=False)
         check_resumed_spaces(env, state, replay.metadata, resume)
-    collector = Collector(
-        env,
-        replay=replay,
-        batch_size=batch_size,
-        batch_length=batch_length,
-        train_ratio=train_ratio,
-        prefill=prefill,
-        # A resumed run starts new episodes, not the first ones again.
-        seed=[seed, start_step] if start_step else seed,
-    )
+    if num_envs > 1:
+        # The parent's env gave the spaces (and gin's record of make_env);
+        # the training envs run in their own processes.
+        env.close()
+        collect_env = envs.ProcessEnvs(
+            env_factory(seed=seed),
+            num_envs,
+            seed=[seed, start_step, 2],
+            timeout=env_timeout,
+        )
+    else:
+        collect_env = env
+    try:
+        collector = Collector(
+            collect_env,
+            replay=replay,
+            batch_size=batch_size,
+            batch_length=batch_length,
+            train_ratio=train_ratio,
+            prefill=prefill,
+            # A resumed run starts new episodes, not the first ones again.
+            seed=[seed, start_step] if start_step else seed,
+        )
+    except BaseException:
+        collect_env.close()
+        raise
+    try:
+        return _finish_setup(
+            logdir,
+            env,
+            collector,
+            replay,
+            resume,
+            state,
+            start_step,
+            seed,
+            jit_compile,
+            agent,
+        )
+    except BaseException:
+        collector.close()
+        raise
+
+
+def _finish_setup(
+    logdir, env, collector, replay, resume, state, start_step, seed, jit_compile, agent
+):
     kind = _model_kind(agent)
     if resume is not None and state.get("model", "world_model") != kind:
         raise ConfigError(
