@@ -7,6 +7,9 @@ critic, replay value loss, one LaProp step), on the same fixed batch of
 B x T 64x64x3 uint8 images with 18 discrete actions. The agent worker also
 times `agent.policy` (one compiled acting step, noise drawn on the host) for
 1 and 16 envs. Medians of the timed steps after the first (compile) step.
+Each update's achieved GFLOP/s is printed as a percentage of the float32
+matmul ceiling measured in the same worker (see `flops.py`; the FLOPs are
+counted once per preset and kind from the JAX program of the train step).
 
     python benchmarks/agent_step.py                       # size1m, size12m
     python benchmarks/agent_step.py --presets size1m --backends tensorflow
@@ -20,7 +23,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_model  # noqa: E402
+from common import load_average  # noqa: E402
 from common import run_worker  # noqa: E402
+from flops import count_update_flops  # noqa: E402
+from flops import gflops_line  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -29,11 +36,14 @@ sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
 import keras
 import keras_dreamer as kd
-from worker_utils import BatchEndTimes, Repeat, synthetic_batch
+from flops import matmul_ceiling
+from worker_utils import BatchEndTimes, Repeat, device_info, synthetic_batch
 
 args = json.loads(sys.argv[1])
 B, T = args["batch"], args["length"]
 batch = synthetic_batch(B, T)
+load_start = os.getloadavg()[0]
+ceiling = matmul_ceiling()["gflops"]
 cls = kd.Agent if args["kind"] == "agent" else kd.WorldModel
 model = cls({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"])
 model.compile()
@@ -50,6 +60,9 @@ result = {
     "median_s": round(float(np.median(steps)), 3),
     "all_s": [round(float(s), 3) for s in steps],
     "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    **device_info(),
+    "ceiling_gflops": max(ceiling, matmul_ceiling()["gflops"]),
+    "load": [round(load_start, 2), round(os.getloadavg()[0], 2)],
 }
 if args["kind"] == "agent":
     for envs in (1, 16):
@@ -77,6 +90,13 @@ def main():
     parser.add_argument("--policy-calls", type=int, default=50)
     parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
+    print(f"CPU: {cpu_model()}; load average at start {load_average()}", flush=True)
+    flop = {}
+    for preset in args.presets:
+        for kind in ("world_model", "agent"):
+            count = count_update_flops(kind, preset, args.batch, args.length)
+            flop[preset, kind] = count.get("counted", {}).get("flops")
+            print(f"{preset} {kind}: {count.get('counted', count)}", flush=True)
     results = []
     for preset in args.presets:
         for backend in args.backends:
@@ -91,27 +111,38 @@ def main():
                     "policy_calls": args.policy_calls,
                 }
                 result = run_worker(WORKER, config, args.timeout)
+                if "median_s" in result:
+                    rate, pct = gflops_line(
+                        flop[preset, kind], result["median_s"], result["ceiling_gflops"]
+                    )
+                    result.update(flop=flop[preset, kind], gflops=rate, pct_ceiling=pct)
                 print(json.dumps(result), flush=True)
                 results.append(result)
     print()
     print(
         "| backend | preset | world model s/update | agent s/update | ratio "
-        "| agent compile s | agent peak RSS GiB | policy ms, 1 env | 16 envs |"
+        "| agent compile s | agent peak RSS GiB | policy ms, 1 env | 16 envs "
+        "| world model GFLOP/s (% ceiling) | agent GFLOP/s (% ceiling) "
+        "| device | agent peak device GiB | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     pairs = {}
     for r in results:
         pairs.setdefault((r["backend"], r["preset"]), {})[r["kind"]] = r
     for (backend, preset), pair in pairs.items():
         wm, agent = pair.get("world_model", {}), pair.get("agent", {})
         if "median_s" not in wm or "median_s" not in agent:
-            print(f"| {backend} | {preset} | error | | | | | | |")
+            print(f"| {backend} | {preset} | error |" + " |" * 11)
             continue
         print(
             f"| {backend} | {preset} | {wm['median_s']} | {agent['median_s']} "
             f"| {agent['median_s'] / wm['median_s']:.2f} | {agent['first_step_s']} "
             f"| {agent['peak_rss_gb']} | {agent['policy_ms_1']} "
-            f"| {agent['policy_ms_16']} |"
+            f"| {agent['policy_ms_16']} "
+            f"| {wm['gflops']} ({wm['pct_ceiling']}%) "
+            f"| {agent['gflops']} ({agent['pct_ceiling']}%) "
+            f"| {agent['device']} | {agent['peak_device_gb']} "
+            f"| {wm['load'][0]}-{agent['load'][1]} |"
         )
 
 

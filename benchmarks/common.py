@@ -8,18 +8,20 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_worker(code, config, timeout=3600):
+def run_worker(code, config, timeout=3600, env=None):
     """Runs `code` in a fresh Python with `config` (JSON) as its argument.
 
     The worker runs on `config["backend"]` and prints one line
     `RESULT <json>`; that dict is returned, or the config with an `error`
-    (the end of stderr) if there is none.
+    (the end of stderr) if there is none. `env` adds environment variables
+    (e.g. `XLA_FLAGS`) to the worker's.
     """
     env = {
         **os.environ,
         "KERAS_BACKEND": config["backend"],
         "KD_ROOT": ROOT,
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **(env or {}),
     }
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(config)],
@@ -32,3 +34,20 @@ def run_worker(code, config, timeout=3600):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     return {**config, "error": proc.stderr[-2000:]}
+
+
+def load_average():
+    """The 1-minute load average (`os.getloadavg()[0]`), rounded."""
+    return round(os.getloadavg()[0], 2)
+
+
+def cpu_model():
+    """The CPU model name as lscpu prints it (from /proc/cpuinfo), or ''."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""

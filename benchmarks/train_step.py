@@ -6,8 +6,16 @@ one `model.fit` step (encoder, RSSM, decoder, heads, losses, gradients and
 LaProp) on a fixed batch of B x T 64x64x3 uint8 images with 18 discrete
 actions.
 
+Each worker also measures the float32 matmul ceiling of its backend in the
+same process (before and after the timed updates; the higher is used) and
+prints the update's achieved GFLOP/s as a percentage of it. The FLOPs of the
+update are counted once per preset from its JAX program (see `flops.py`:
+matrix products and convolutions of the forward pass, the backward pass and
+the optimizer).
+
     python benchmarks/train_step.py                     # debug, size1m, size12m
     python benchmarks/train_step.py --presets size1m --steps 5 --backends jax
+    python benchmarks/train_step.py --presets size1m --rounds 2   # alternate
 
 Prints one JSON line per configuration and a markdown table at the end.
 """
@@ -19,7 +27,11 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_model  # noqa: E402
+from common import load_average  # noqa: E402
 from common import run_worker  # noqa: E402
+from flops import count_update_flops  # noqa: E402
+from flops import gflops_line  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -28,29 +40,43 @@ sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
 import keras
 import keras_dreamer as kd
-from worker_utils import BatchEndTimes, Repeat, synthetic_batch
+from flops import matmul_ceiling
+from worker_utils import BatchEndTimes, Repeat, device_info, synthetic_batch
 
 args = json.loads(sys.argv[1])
 B, T = args["batch"], args["length"]
-batch = synthetic_batch(B, T)
+batch = synthetic_batch(B, T, size=args["size"], actions=args["actions"])
+load_start = os.getloadavg()[0]
+ceiling_before = matmul_ceiling()
 
 kwargs = {"dtype": args["dtype"]} if args["dtype"] else {}
-wm = kd.WorldModel({"image": (64, 64, 3)}, kd.Discrete(18), preset=args["preset"], **kwargs)
+kwargs.update(args["overrides"])
+wm = kd.WorldModel({"image": (args["size"], args["size"], 3)},
+                   kd.Discrete(args["actions"]), preset=args["preset"], **kwargs)
 compile_kwargs = {}
 if args["jit"] is not None:
     compile_kwargs["jit_compile"] = args["jit"]
+if args["steps_per_execution"] > 1:
+    compile_kwargs["steps_per_execution"] = args["steps_per_execution"]
 wm.compile(**compile_kwargs)
 times = BatchEndTimes()
 start = time.perf_counter()
-wm.fit(Repeat(batch, args["steps"] + 1), epochs=1, verbose=0, callbacks=[times], shuffle=False)
+spe = args["steps_per_execution"]
+wm.fit(Repeat(batch, spe * (args["steps"] + 1)), epochs=1, verbose=0, callbacks=[times],
+       shuffle=False)
 first = times.ends[0] - start
-steps = np.diff(times.ends)
+steps = np.diff(times.ends) / spe
 median = float(np.median(steps))
 peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+ceiling_after = matmul_ceiling()
 print("RESULT " + json.dumps({
     **args,
     "backend": keras.backend.backend(),
     "params": wm.count_params(),
+    **device_info(),
+    "ceiling_gflops": max(ceiling_before["gflops"], ceiling_after["gflops"]),
+    "ceiling_before_after": [ceiling_before["gflops"], ceiling_after["gflops"]],
+    "load": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     "first_step_s": round(first, 2),
     "median_ms": round(1000 * median, 1),
     "all_ms": [round(1000 * s, 1) for s in steps],
@@ -74,36 +100,97 @@ def main():
         default="default",
         help="compile(jit_compile=...) (TensorFlow's default is XLA off on CPU)",
     )
+    parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument("--size", type=int, default=64, help="image size")
+    parser.add_argument("--actions", type=int, default=18)
+    parser.add_argument(
+        "--mults", type=int, nargs="+", default=None, help="CNN stages (override)"
+    )
+    parser.add_argument(
+        "--xla-flags", default=None, help="XLA_FLAGS for the workers (JAX and TF)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the whole set, alternating"
+    )
+    parser.add_argument(
+        "--flop",
+        type=float,
+        default=None,
+        help="FLOPs per update, if known (skips counting; one preset only)",
+    )
     parser.add_argument("--timeout", type=int, default=1800)
     args = parser.parse_args()
     jit = {"default": None, "true": True, "false": False}[args.jit]
-    results = []
+    overrides = {"mults": args.mults} if args.mults else {}
+    print(f"CPU: {cpu_model()}; load average at start {load_average()}", flush=True)
+    flop = {}
     for preset in args.presets:
-        for backend in args.backends:
-            config = {
-                "backend": backend,
-                "preset": preset,
-                "batch": args.batch,
-                "length": args.length,
-                "steps": args.steps,
-                "dtype": args.dtype,
-                "jit": jit,
-            }
-            result = run_worker(WORKER, config, args.timeout)
-            print(json.dumps(result), flush=True)
-            results.append(result)
+        if args.flop:
+            flop[preset] = args.flop
+            continue
+        count = count_update_flops(
+            "world_model",
+            preset,
+            args.batch,
+            args.length,
+            args.size,
+            args.actions,
+            overrides,
+            args.timeout,
+        )
+        flop[preset] = count.get("counted", {}).get("flops")
+        print(
+            f"{preset}: {flop[preset] and flop[preset] / 1e9:.1f} GFLOP per update "
+            "(counted from the JAX program)"
+            if flop[preset]
+            else f"{preset}: {count}",
+            flush=True,
+        )
+    env = {"XLA_FLAGS": args.xla_flags} if args.xla_flags else None
+    results = []
+    for _ in range(args.rounds):
+        for preset in args.presets:
+            for backend in args.backends:
+                config = {
+                    "backend": backend,
+                    "preset": preset,
+                    "batch": args.batch,
+                    "length": args.length,
+                    "size": args.size,
+                    "actions": args.actions,
+                    "overrides": overrides,
+                    "steps": args.steps,
+                    "dtype": args.dtype,
+                    "jit": jit,
+                    "steps_per_execution": args.steps_per_execution,
+                    "xla_flags": args.xla_flags,
+                }
+                result = run_worker(WORKER, config, args.timeout, env=env)
+                if "median_ms" in result:
+                    rate, pct = gflops_line(
+                        flop[preset],
+                        result["median_ms"] / 1000,
+                        result["ceiling_gflops"],
+                    )
+                    result.update(flop=flop[preset], gflops=rate, pct_ceiling=pct)
+                print(json.dumps(result), flush=True)
+                results.append(result)
     print()
     print(
-        "| backend | preset | params | ms / update (median) | frames/s | first step s | peak RSS GiB |"
+        "| backend | preset | params | ms / update (median) | frames/s | GFLOP/s "
+        "| % of matmul ceiling (GFLOP/s) | first step s | peak RSS GiB | load |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
-            print(f"| {r['backend']} | {r['preset']} | error | | | | |")
+            print(f"| {r['backend']} | {r['preset']} | error | | | | | | | |")
             continue
         print(
             f"| {r['backend']} | {r['preset']} | {r['params']:,} | {r['median_ms']:,} "
-            f"| {r['frames_per_s']:,} | {r['first_step_s']} | {r['peak_rss_gb']} |"
+            f"| {r['frames_per_s']:,} | {r['gflops']} "
+            f"| {r['pct_ceiling']}% ({r['ceiling_gflops']}) "
+            f"| {r['first_step_s']} | {r['peak_rss_gb']} "
+            f"| {r['load'][0]}-{r['load'][1]} |"
         )
     spread = [statistics.pstdev(r["all_ms"]) for r in results if "all_ms" in r]
     if spread:

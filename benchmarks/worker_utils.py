@@ -9,13 +9,14 @@ import keras
 import numpy as np
 
 
-def synthetic_batch(batch_size, length, seed=0):
-    """A B x T batch as the reference was timed: 64x64x3 uint8, 18 discrete actions."""
+def synthetic_batch(batch_size, length, seed=0, size=64, actions=18):
+    """A B x T batch; by default as the reference was timed (64x64x3 uint8 images,
+    18 discrete actions)."""
     rng = np.random.default_rng(seed)
     shape = (batch_size, length)
     batch = {
-        "image": rng.integers(0, 256, (*shape, 64, 64, 3), dtype=np.uint8),
-        "action": np.eye(18, dtype=np.float32)[rng.integers(0, 18, shape)],
+        "image": rng.integers(0, 256, (*shape, size, size, 3), dtype=np.uint8),
+        "action": np.eye(actions, dtype=np.float32)[rng.integers(0, actions, shape)],
         "reward": rng.normal(size=shape).astype(np.float32),
         "is_first": np.zeros(shape, bool),
         "is_last": np.zeros(shape, bool),
@@ -49,3 +50,39 @@ class BatchEndTimes(keras.callbacks.Callback):
 
     def on_train_batch_end(self, step, logs=None):
         self.ends.append(time.perf_counter())
+
+
+def device_info():
+    """The accelerator the backend computes on and its peak memory so far.
+
+    Returns:
+        dict with `device` (e.g. "cpu" or the GPU's kind) and `peak_device_gb`
+        (None on a CPU or when the backend does not report it).
+    """
+    backend = keras.backend.backend()
+    try:
+        if backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "cpu":
+                return {"device": "cpu", "peak_device_gb": None}
+            stats = device.memory_stats() or {}
+            peak = stats.get("peak_bytes_in_use")
+            return {
+                "device": device.device_kind,
+                "peak_device_gb": None if peak is None else round(peak / 2**30, 2),
+            }
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return {"device": "cpu", "peak_device_gb": None}
+        details = tf.config.experimental.get_device_details(gpus[0])
+        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+        return {
+            "device": details.get("device_name", "gpu"),
+            "peak_device_gb": round(peak / 2**30, 2),
+        }
+    except Exception as error:  # reporting only: never fail a benchmark here
+        return {"device": f"unknown ({type(error).__name__})", "peak_device_gb": None}
