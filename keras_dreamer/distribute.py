@@ -577,6 +577,11 @@ def state_variables(model):
 def no_distribution():
     """Builds what is created inside on one device, whatever the distribution.
 
+    For work one process does alone (the chief's checkpoints, its one-device
+    copy of a model to restore into): on JAX, placing a new variable on a
+    mesh that spans several processes needs every process, so a variable
+    Keras creates there must not use the global distribution.
+
     Examples:
         >>> with no_distribution():
         ...     print(current())
