@@ -29,10 +29,10 @@ Support by backend (Keras 3.15):
   default (`jax_cpu_collectives_implementation`), nothing to set.
 - **TensorFlow**: one device only. Keras's TensorFlow trainer ignores
   `keras.distribution` (its TensorFlow `distribution_lib` is an unused DTensor
-  prototype without `initialize`), and `tf.distribute.MirroredStrategy` does
-  not keep the models' semantics (see `TF_UNSUPPORTED`). Asking for more than
-  one device or process there raises `DistributionError`; nothing silently
-  falls back to one device.
+  prototype without `initialize`), and `fit` under
+  `tf.distribute.MirroredStrategy` fails on the bool flags of the batch (see
+  `TF_UNSUPPORTED`). Asking for more than one device or process there raises
+  `DistributionError`; nothing silently falls back to one device.
 """
 
 import contextlib
@@ -52,13 +52,12 @@ DATA_PARALLEL = "data_parallel"
 
 TF_UNSUPPORTED = (
     "Data-parallel and multi-process training need the JAX backend "
-    "(KERAS_BACKEND=jax or --backend jax). On TensorFlow, Keras 3.15 does not "
-    "apply keras.distribution in its trainer (only JAX does), and under "
-    "tf.distribute.MirroredStrategy the models do not keep their single-device "
-    "semantics: every replica draws the same latent and action noise for its "
-    "part of the batch, and the per-step log values and the return normaliser "
-    "are variables assigned in each replica, which the strategy sums or "
-    "rejects instead of computing them over the global batch."
+    "(KERAS_BACKEND=jax or --backend jax). On TensorFlow, Keras 3.15 applies "
+    "keras.distribution only in its JAX trainer, and its TensorFlow trainer "
+    "under tf.distribute.MirroredStrategy fails on this batch format: before "
+    "the first step it averages the replicas' first batch (MEAN reduce), "
+    "which TensorFlow cannot do for the bool is_first/is_last/is_terminal "
+    "flags (InvalidArgumentError: AddN of bool)."
 )
 
 
