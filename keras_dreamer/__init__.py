@@ -28,6 +28,7 @@ _SUBMODULES = (
     "agent",
     "callbacks",
     "data",
+    "distribute",
     "envs",
     "fitting",
     "layers",

@@ -21,6 +21,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_dreamer import distribute
+
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.weights.h5"
 REPLAY_DIR = "replay"
@@ -105,7 +107,11 @@ def save(directory, model, step, state=None, replay=None, keep=2):
     temp = os.path.join(directory, f".tmp-{int(step):010d}-{os.getpid()}")
     shutil.rmtree(temp, ignore_errors=True)
     os.makedirs(temp)
-    model.save_weights(os.path.join(temp, WEIGHTS_FILE))
+    # Only the chief of a multi-process run saves: whatever Keras creates
+    # while saving (it probes a throwaway optimizer) must stay off the
+    # global mesh, where creating a variable needs every process.
+    with distribute.no_distribution():
+        model.save_weights(os.path.join(temp, WEIGHTS_FILE))
     payload = {
         "step": int(step),
         "seed_states": _seed_states(model),

@@ -1,7 +1,8 @@
 """The `keras-dreamer` command line.
 
     keras-dreamer train --logdir DIR [--gin_file F ...] [--gin_param B ...]
-                        [--backend jax|tensorflow]
+                        [--backend jax|tensorflow] [--devices N|all]
+                        [--job_addresses HOST:PORT --num_processes N --process_id I]
     keras-dreamer plot LOGDIR [LOGDIR ...] [--keys PATTERN ...] [--out FILE.png]
                        [--smooth N]
 

@@ -17,6 +17,7 @@ optimizer variables in the JAX trainer's state.
 import keras
 from keras import ops
 
+from keras_dreamer import distribute
 from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.ops import backend
 
@@ -111,8 +112,11 @@ def compile_function(layer, fn):
     On JAX the function is jitted as a pure function of the variable values
     (passed in at every call, so it always sees the current weights) and the
     variables it updates, such as seed-generator states, are written back.
-    On TensorFlow it is a `tf.function`. Either way it is traced once per
-    input shape, like a Keras train or predict function.
+    Replicated (data-parallel) values run on one local device (see
+    `keras_dreamer.distribute.local_values`), so the function never waits for
+    other devices or processes. On TensorFlow it is a `tf.function`. Either
+    way it is traced once per input shape, like a Keras train or predict
+    function.
 
     Args:
         layer: the layer or model whose variables `fn` uses.
@@ -147,10 +151,11 @@ def compile_function(layer, fn):
 
         def call(*args):
             variables = layer.variables
-            outputs, updated = jitted([v.value for v in variables], *args)
+            values = distribute.local_values([v.value for v in variables])
+            outputs, updated = jitted(values, *args)
             for variable, value in zip(variables, updated):
                 if not variable.trainable:
-                    variable.assign(value)
+                    distribute.assign_local(variable, value)
             return outputs
 
         return call
@@ -300,7 +305,8 @@ def compile_with_values(variables, fn):
     Returns `call(values, *args)`. On JAX, `values` (one array per variable,
     in order) stand in for the variables' values, so the function can run on
     a snapshot of the weights while `fit` holds the live ones elsewhere;
-    `values=None` uses the variables' current values. On TensorFlow the
+    `values=None` uses the variables' current values (replicated ones on one
+    local device, see `keras_dreamer.distribute.local_values`). On TensorFlow the
     variables are always current: `values` is ignored and the function is a
     `tf.function`. `fn` must not assign variables.
 
@@ -332,7 +338,7 @@ def compile_with_values(variables, fn):
 
         def call(values, *args):
             if values is None:
-                values = [v.value for v in variables]
+                values = distribute.local_values([v.value for v in variables])
             return jitted(list(values), *args)
 
         return call
@@ -374,11 +380,22 @@ def data_spec(data):
     return spec if isinstance(spec, dict) else None
 
 
+def _batch_size(spec):
+    """The batch size of a batch dict or spec (`is_first`'s first axis), or None."""
+    first = (spec or {}).get("is_first")
+    try:
+        size = getattr(first, "shape", None)[0]
+        return None if size is None else int(size)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def guarded_fit(model, fit, x=None, y=None, *args, check_batch=None, **kwargs):
     """Runs a parent class's `fit` with the checks `WorldModel` and `Agent` share.
 
     1. The data's batch format is checked with `check_batch` before anything
-       is traced (see `data_spec`), so a malformed batch fails at once.
+       is traced (see `data_spec`), so a malformed batch fails at once;
+       so is the distribution (`keras_dreamer.distribute.check_fit`).
     2. A `FirstStepGuard` keeps the weights if the first step fails.
     3. If training is interrupted (an exception, KeyboardInterrupt), the
        callbacks with a true `close_on_interrupt` attribute
@@ -408,6 +425,7 @@ def guarded_fit(model, fit, x=None, y=None, *args, check_batch=None, **kwargs):
     spec = data_spec(x)
     if spec is not None and check_batch is not None:
         check_batch(spec)
+    distribute.check_fit(model, _batch_size(spec))
     guard = FirstStepGuard(model)
     callbacks = [*(kwargs.pop("callbacks", None) or []), guard]
     try:

@@ -5,6 +5,7 @@ import threading
 import numpy as np
 from keras import ops
 
+from keras_dreamer import distribute
 from keras_dreamer import fitting
 from keras_dreamer import ops as kdops
 
@@ -17,7 +18,9 @@ class ActingWeights:
     during an epoch; `Agent.fit` then calls `refresh()` after each step, right
     after Keras synced its state into the variables (a callback's
     `self.model`), and the policies use that snapshot, a copy of the acting
-    weights (encoder, RSSM, actor).
+    weights (encoder, RSSM, actor). In a data-parallel run the snapshot holds
+    one device's copy of the replicated weights, so acting runs on one local
+    device in each process.
 
     Args:
         agent: the `kd.Agent`.
@@ -65,8 +68,12 @@ class ActingWeights:
         if kdops.backend() != "jax":
             return
         # Copies: the next JAX train step donates (frees) the state buffers
-        # the variables hold now.
-        values = [ops.copy(v.value) for v in self.variables]
+        # the variables hold now. Replicated (data-parallel) values are
+        # copied from this process's first device only: acting runs there.
+        values = [
+            ops.copy(value)
+            for value in distribute.local_values([v.value for v in self.variables])
+        ]
         with self._lock:
             self._snapshot = values
 

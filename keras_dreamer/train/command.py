@@ -17,6 +17,13 @@ GIN_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs"
 )
 DEFAULT_GIN = "default.gin"
+# The flags of a multi-process run and the variables of
+# `keras.distribution.initialize` they set.
+ENV_VARS = {
+    "job_addresses": "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "num_processes": "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "process_id": "KERAS_DISTRIBUTION_PROCESS_ID",
+}
 
 
 class UsageError(Exception):
@@ -86,6 +93,27 @@ def add_arguments(parser):
         "--backend",
         choices=sorted(BACKEND_PACKAGES),
         help="Keras backend (default: the KERAS_BACKEND environment variable)",
+    )
+    parser.add_argument(
+        "--devices",
+        help="data parallel (JAX): devices per process, an int or 'all' "
+        "(sets train.distribution; the batch is split over them)",
+    )
+    parser.add_argument(
+        "--job_addresses",
+        help="multi-process run (JAX): process 0's host:port "
+        f"(or {ENV_VARS['job_addresses']})",
+    )
+    parser.add_argument(
+        "--num_processes",
+        type=int,
+        help=f"multi-process run: number of processes (or {ENV_VARS['num_processes']})",
+    )
+    parser.add_argument(
+        "--process_id",
+        type=int,
+        help=f"multi-process run: this process's id, 0 writes the logdir "
+        f"(or {ENV_VARS['process_id']})",
     )
 
 
@@ -185,6 +213,11 @@ def run(args):
     """
     select_backend(args.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info noise
+    devices = parse_devices(getattr(args, "devices", None))
+    for name, variable in ENV_VARS.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            os.environ[variable] = str(value)
     files = [resolve_gin_file(f) for f in (args.gin_file or [DEFAULT_GIN])]
     import gin
 
@@ -205,6 +238,8 @@ def run(args):
         except Exception as error:
             message = _first_line(error)
             raise UsageError(f"bad gin binding {binding!r}: {message}") from None
+    if devices is not None:
+        gin.bind_parameter("train.distribution", devices)
     gin.finalize()
     try:
         result = job.train(logdir=args.logdir)
@@ -233,6 +268,35 @@ def run(args):
         )
         return 1
     return 0
+
+
+def parse_devices(value):
+    """The `train.distribution` of a `--devices` value.
+
+    Args:
+        value: None, "all", or a positive int (as a string).
+
+    Returns:
+        None (flag not given), "data_parallel" or an int.
+
+    Raises:
+        UsageError: anything else.
+
+    Examples:
+        >>> parse_devices("2"), parse_devices("all"), parse_devices(None)
+        (2, 'data_parallel', None)
+    """
+    if value is None:
+        return None
+    if str(value).strip().lower() == "all":
+        return "data_parallel"
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError(f"--devices must be a positive int or 'all', got {value!r}.")
+    return count
 
 
 def _first_line(error):

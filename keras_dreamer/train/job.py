@@ -10,6 +10,7 @@ or `python -m keras_dreamer.train ...` (see `keras_dreamer.train.command`), whic
 the backend before this module (and Keras) is imported.
 """
 
+import contextlib
 import functools
 import json
 import math
@@ -21,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_dreamer import checkpoint
+from keras_dreamer import distribute
 from keras_dreamer import envs
 from keras_dreamer.agent import Agent
 from keras_dreamer.callbacks import DreamerReportCallback
@@ -241,6 +243,7 @@ def train(
     eval_episodes=1,
     envs=1,
     env_timeout=60.0,
+    distribution=None,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
@@ -277,12 +280,23 @@ def train(
             stepped at once with one batched policy call per step.
         env_timeout: seconds an env process may take for one step before
             it counts as hung and is restarted (with `envs` > 1).
+        distribution: data parallel over devices (see
+            `keras_dreamer.distribute.make_distribution`): None (one device;
+            every device when several processes run), `'data_parallel'`
+            (every device of every process) or an int N (N devices per
+            process). The global `batch_size` is split over them. Several
+            processes (`keras.distribution.initialize`'s
+            `KERAS_DISTRIBUTION_*` environment variables, or the command's
+            `--job_addresses`, `--num_processes`, `--process_id`) each collect
+            into their own replay and feed `batch_size / processes`
+            sequences; only process 0 writes `logdir`. JAX only.
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
         step resumed from), `seconds`, `losses` (the last epoch's train
-        losses), `logdir` and `stopped` (True if a non-finite loss stopped
-        training).
+        losses), `logdir`, `stopped` (True if a non-finite loss stopped
+        training), `process` and `processes` (this process's index, the
+        process count).
 
     Raises:
         ConfigError: a setting that cannot run, found before any step.
@@ -320,7 +334,10 @@ def train(
             raise ConfigError(
                 f"train.{name} must be a positive int{allowed}, got {value!r}."
             )
+    previous = distribute.current()
     try:
+        distribute.initialize()
+        distribute.set_distribution(distribution)
         run = _setup(
             logdir,
             steps,
@@ -337,13 +354,90 @@ def train(
             envs,
             env_timeout,
         )
-        evaluator = _evaluator(run, seed, eval_every, eval_episodes)
+        chief = distribute.is_chief()
+        # Only the chief evaluates (and writes): the others just train.
+        evaluator = _evaluator(run, seed, eval_every, eval_episodes) if chief else None
     except ConfigError:
+        _restore_distribution(previous)
         raise
+    except distribute.DistributionError as error:
+        _restore_distribution(previous)
+        raise ConfigError(str(error)) from error
     except (ValueError, TypeError, ImportError, OSError) as error:
+        _restore_distribution(previous)
         # Anything that fails before the first step is a configuration problem.
         raise ConfigError(f"{type(error).__name__}: {error}") from error
     model, collector, replay, start_step, resumed = run
+    callbacks = [_SummaryLogs()]
+    if not chief:  # the others never touch the logdir; their episode stats go
+        callbacks.append(_DrainMetrics(collector))
+    else:
+        callbacks += _writers(
+            logdir,
+            run,
+            agent,
+            outputs,
+            terminal_pattern,
+            log_every,
+            report_every,
+            report_batch,
+            report_length,
+            save_every,
+            evaluator,
+            eval_every,
+        )
+    summary = callbacks[0]
+    started = time.time()
+    try:
+        model.fit(
+            collector,
+            steps_per_epoch=steps_per_epoch,
+            epochs=steps // steps_per_epoch,
+            initial_epoch=start_step // steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose if chief else 0,
+            shuffle=False,
+        )
+    finally:
+        collector.close()
+        if evaluator is not None:
+            evaluator.close()
+        _restore_distribution(previous)
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    result = {
+        "step": step,
+        "start_step": start_step,
+        "seconds": time.time() - started,
+        "losses": summary.losses,
+        "logdir": logdir,
+        "stopped": bool(model.stop_training),
+        "process": distribute.process_index(),
+        "processes": distribute.process_count(),
+    }
+    return result
+
+
+def _restore_distribution(previous):
+    if distribute.current() is not previous:
+        keras.distribution.set_distribution(previous)
+
+
+def _writers(
+    logdir,
+    run,
+    agent,
+    outputs,
+    terminal_pattern,
+    log_every,
+    report_every,
+    report_batch,
+    report_length,
+    save_every,
+    evaluator,
+    eval_every,
+):
+    """The callbacks that write the logdir: the logger and the checkpointer."""
+    _, collector, replay, start_step, resumed = run
     callback = DreamerReportCallback(
         logdir,
         outputs=_outputs(outputs, logdir, terminal_pattern, start_step),
@@ -363,39 +457,83 @@ def train(
         state_fn=lambda: _run_state(collector, agent),
         replay=replay,
     )
-    summary = _SummaryLogs()
-    started = time.time()
-    try:
-        model.fit(
-            collector,
-            steps_per_epoch=steps_per_epoch,
-            epochs=steps // steps_per_epoch,
-            initial_epoch=start_step // steps_per_epoch,
-            callbacks=[summary, callback, saver],
-            verbose=verbose,
-            shuffle=False,
+    return [callback, saver]
+
+
+def _setup(logdir, steps, steps_per_epoch, save_every, *args):
+    """Builds (or restores) everything a run needs, before any step is trained.
+
+    In a multi-process run the chief (process 0) alone reads and writes the
+    logdir: it finds the checkpoint and the others learn its step; after
+    every process built its part, the chief's restored weights and optimizer
+    state go to all. Each stage ends with every process learning whether
+    all succeeded, so a failure in one stops all of them with an error
+    instead of leaving the others waiting.
+    """
+    _check_run_settings(steps, steps_per_epoch, save_every)
+    ckpt_dir = os.path.join(logdir, "ckpt")
+    resume, state = None, {}
+    with _all_processes("reading the logdir"):
+        if distribute.is_chief():
+            prepare_logdir(logdir)
+            resume = checkpoint.latest(ckpt_dir)
+            state = checkpoint.read_state(resume) if resume is not None else {}
+            _check_process_count(state, resume)
+    start_step, resumed = (
+        int(x)
+        for x in distribute.broadcast_from_chief(
+            np.int32([state.get("step", 0), resume is not None])
         )
-    finally:
-        collector.close()
-        if evaluator is not None:
-            evaluator.close()
-    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    result = {
-        "step": step,
-        "start_step": start_step,
-        "seconds": time.time() - started,
-        "losses": summary.losses,
-        "logdir": logdir,
-        "stopped": bool(model.stop_training),
-    }
-    return result
+    )
+    with _all_processes("setting up the run"):
+        run, restored = _build_run(logdir, ckpt_dir, resume, state, start_step, *args)
+    if resumed:  # the others get the weights and optimizer state the chief read
+        distribute.sync_from_chief(run[0], restored)
+    run[1].prefill_replay()
+    return run
 
 
-def _setup(
+@contextlib.contextmanager
+def _all_processes(what):
+    """Runs a block in every process; raises everywhere if it failed anywhere."""
+    if distribute.process_count() == 1:
+        yield
+        return
+    error = None
+    try:
+        yield
+    except Exception as caught:  # every process must reach the gather below
+        error = caught
+    failed = [
+        i for i, ok in enumerate(distribute.gather(np.int32(error is None))) if not ok
+    ]
+    if error is not None:
+        raise error
+    if failed:
+        raise ConfigError(
+            f"Process(es) {failed} failed while {what} (see their error); this "
+            f"process ({distribute.process_index()}) stops too."
+        )
+
+
+def _check_process_count(state, resume):
+    saved = int(state.get("num_processes", 1))
+    count = distribute.process_count()
+    if resume is not None and saved != count:
+        raise ConfigError(
+            f"The checkpoint {resume} was written by a run of {saved} "
+            f"process(es), this run has {count}: resume with {saved} processes "
+            "(each keeps its own replay and share of the batch), or use a new "
+            "logdir."
+        )
+
+
+def _build_run(
     logdir,
-    steps,
-    steps_per_epoch,
-    save_every,
+    ckpt_dir,
+    resume,
+    state,
+    start_step,
     seed,
     batch_size,
     batch_length,
@@ -407,14 +545,19 @@ def _setup(
     num_envs=1,
     env_timeout=60.0,
 ):
-    """Builds (or restores) everything a run needs, before any step is trained."""
-    _check_run_settings(steps, steps_per_epoch, save_every)
-    prepare_logdir(logdir)
-    ckpt_dir = os.path.join(logdir, "ckpt")
-    resume = checkpoint.latest(ckpt_dir)
-    state = checkpoint.read_state(resume) if resume is not None else {}
-    start_step = int(state.get("step", 0))
-    keras.utils.set_random_seed(seed + start_step)
+    """Builds everything in this process; `resume` is None except in the chief.
+
+    Returns the run and, in the chief of a multi-process run that resumes,
+    the checkpoint's state values for `distribute.sync_from_chief`.
+    """
+    # This process's share of the global batch, and its data seed (envs,
+    # replay, policy noise); model weights and noise keep the run's seed.
+    try:
+        batch_size = distribute.local_batch_size(batch_size)
+    except distribute.DistributionError as error:
+        raise ConfigError(str(error)) from None
+    model_seed, seed = seed, distribute.process_seed(seed)
+    keras.utils.set_random_seed(model_seed + start_step)
     env = make_env(seed=seed)
     replay = Replay(replay_capacity, seed=seed)
     if resume is not None:
@@ -456,6 +599,7 @@ def _setup(
             state,
             start_step,
             seed,
+            model_seed,
             jit_compile,
             agent,
         )
@@ -465,7 +609,17 @@ def _setup(
 
 
 def _finish_setup(
-    logdir, env, collector, replay, resume, state, start_step, seed, jit_compile, agent
+    logdir,
+    env,
+    collector,
+    replay,
+    resume,
+    state,
+    start_step,
+    seed,
+    model_seed,
+    jit_compile,
+    agent,
 ):
     kind = _model_kind(agent)
     if resume is not None and state.get("model", "world_model") != kind:
@@ -475,20 +629,27 @@ def _finish_setup(
             "run. Use a new logdir or set train.agent to match."
         )
     if agent:
-        model = make_agent(env.obs_space, env.act_space, seed=seed)
+        model = make_agent(env.obs_space, env.act_space, seed=model_seed)
         collector.policy = model.policy
+        if seed != model_seed:  # its own action noise in every process
+            model.policy.set_state(_rng_state([seed, start_step]))
     else:
-        model = make_world_model(env.obs_space, env.act_space, seed=seed)
+        model = make_world_model(env.obs_space, env.act_space, seed=model_seed)
     model.compile(optimizer=make_optimizer(), jit_compile=jit_compile)
+    restored = None
     if resume is not None:
-        checkpoint.restore(resume, model)
+        restored = distribute.restore_checkpoint(resume, model, checkpoint.restore)
         collector.env_steps = int(state.get("env_steps", 0))
         if "policy_rng" in state and hasattr(collector.policy, "set_state"):
             collector.policy.set_state(state["policy_rng"])
-    drop_unsaved_lines(logdir, start_step if resume is not None else None)
-    write_operative_config(logdir)
-    collector.prefill_replay()
-    return model, collector, replay, start_step, resume is not None
+    if distribute.is_chief():
+        drop_unsaved_lines(logdir, start_step if resume is not None else None)
+        write_operative_config(logdir)
+    return (model, collector, replay, start_step, resume is not None), restored
+
+
+def _rng_state(seed):
+    return np.random.default_rng(seed).bit_generator.state
 
 
 def _evaluator(run, seed, eval_every, eval_episodes):
@@ -575,6 +736,7 @@ def _run_state(collector, agent):
         "model": _model_kind(agent),
         "obs_space": {k: s.get_config() for k, s in collector.obs_space.items()},
         "act_space": collector.act_space.get_config(),
+        "num_processes": distribute.process_count(),
     }
     if hasattr(collector.policy, "get_state"):
         state["policy_rng"] = collector.policy.get_state()
@@ -686,6 +848,18 @@ def _outputs(names, logdir, terminal_pattern, start_step):
     return built
 
 
+class _DrainMetrics(keras.callbacks.Callback):
+    """Drops a non-chief process's episode statistics at each epoch end (only
+    the chief logs them), so they do not pile up."""
+
+    def __init__(self, collector):
+        super().__init__()
+        self.collector = collector
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.collector.drain_metrics()
+
+
 class _SummaryLogs(keras.callbacks.Callback):
     """Keeps the last train losses for the end-of-run summary."""
 
@@ -726,9 +900,17 @@ def summary_line(result):
     )
     loss = losses.get("loss", math.nan)
     trained = result["step"] - result["start_step"]
+    process, processes = result.get("process", 0), result.get("processes", 1)
+    head = f"Process {process} of {processes}: t" if processes > 1 else "T"
+    if process:
+        where = "process 0 writes the logs"
+    else:
+        where = (
+            f"logs in {result['logdir']}; "
+            f"view with: tensorboard --logdir {result['logdir']}"
+        )
     return (
-        f"Trained {trained:,} steps (now at step {result['step']:,}) in "
+        f"{head}rained {trained:,} steps (now at step {result['step']:,}) in "
         f"{minutes}m{secs:02d}s; "
-        f"final loss {loss:.4g} ({parts}); logs in {result['logdir']}; "
-        f"view with: tensorboard --logdir {result['logdir']}"
+        f"final loss {loss:.4g} ({parts}); {where}"
     )
