@@ -534,12 +534,6 @@ def _worker(conn, factory, index, parent_pid):
         return
     conn.send(("ok", spaces))
     block, views = None, {}
-    # After an episode's last obs, the env's next step is a reset whatever the
-    # action (`Env.step`); it runs right after the reply, while the other envs
-    # step and the parent chooses actions, so one env's reset (Crafter builds
-    # a world) does not stall the lockstep of all. `reset(seed=None)` returns
-    # the same obs, so it takes the prepared one too.
-    next_first = None
     try:
         for kind, payload in iter(conn.recv, None):
             if kind == "close":
@@ -548,14 +542,7 @@ def _worker(conn, factory, index, parent_pid):
                 block, views = _attach_block(payload, index)
                 continue
             try:
-                if next_first is not None and (kind == "step" or payload is None):
-                    obs, next_first = next_first(), None
-                else:
-                    next_first = None
-                    if kind == "reset":
-                        obs = env.reset(seed=payload)
-                    else:
-                        obs = env.step(payload)
+                obs = env.reset(seed=payload) if kind == "reset" else env.step(payload)
                 for key, view in views.items():
                     view[...] = obs[key]
                 small = {k: v for k, v in obs.items() if k not in views}
@@ -563,8 +550,6 @@ def _worker(conn, factory, index, parent_pid):
                 conn.send(("error", _traceback()))
                 return
             conn.send(("ok", small))
-            if obs["is_last"]:
-                next_first = _prepare_reset(env, payload)
     except (EOFError, OSError):
         pass  # the parent is gone
     finally:
@@ -575,23 +560,6 @@ def _worker(conn, factory, index, parent_pid):
             env.close()
         except Exception:
             pass
-
-
-def _prepare_reset(env, action):
-    """Runs the env's reset now; returns a function giving its first obs.
-
-    An error is raised when the obs is asked for, as the step's own error.
-    """
-    try:
-        obs = env.step(action)  # after `is_last`, `Env.step` resets
-    except Exception as error:
-        failure = error
-
-        def raise_later():
-            raise failure
-
-        return raise_later
-    return lambda: obs
 
 
 def _attach_block(payload, index):
