@@ -29,10 +29,10 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import run_worker  # noqa: E402
 
 WORKER = r"""
 import json, os, sys, time
@@ -108,26 +108,11 @@ SETUPS = (
 
 
 def run(config, devices, timeout):
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "KD_ROOT": ROOT,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    env.pop("XLA_FLAGS", None)
-    if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    proc = subprocess.run(
-        [sys.executable, "-c", WORKER, json.dumps(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    """One setup in a fresh JAX process with `devices` virtual CPU devices."""
+    flags = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
+    return run_worker(
+        WORKER, {**config, "backend": "jax"}, timeout, env={"XLA_FLAGS": flags}
     )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    return {**config, "error": proc.stderr[-2000:]}
 
 
 def measure_device_scaling(
