@@ -30,6 +30,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_model  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -146,7 +149,7 @@ def main():
         "backend": args.backend,
         "steps": args.steps,
         "seconds": round(time.time() - started, 1),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model() or platform.processor(),
         "python": platform.python_version(),
         "logdir": logdir,
     }
@@ -155,17 +158,6 @@ def main():
         with open(args.out, "w") as file:
             json.dump(result, file, indent=1)
     return 0 if not (torn or duplicates or failed) else 1
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
