@@ -54,6 +54,18 @@ def command(logdir, steps, *extra):
     ]
 
 
+def run_one(logdir, steps, *extra):
+    """Runs one process of the command to the end; returns its result."""
+    return subprocess.run(
+        command(logdir, steps, *extra),
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def run_two(logdirs, steps, flags):
     """Runs both processes to the end; returns their (code, stdout, stderr)."""
     address = f"127.0.0.1:{free_port()}"
@@ -139,14 +151,7 @@ def test_resuming_with_another_process_count_is_refused(tmp_path):
     os.makedirs(logdir / "ckpt" / "0000000004")
     with open(logdir / "ckpt" / "0000000004" / "state.json", "w") as file:
         json.dump({"step": 4, "num_processes": 2}, file)
-    result = subprocess.run(
-        command(logdir, 8),
-        cwd=REPO,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_one(logdir, 8)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "written by a run of 2 process(es)" in result.stderr
 
@@ -154,14 +159,7 @@ def test_resuming_with_another_process_count_is_refused(tmp_path):
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow error path")
 def test_tensorflow_refuses_a_multi_process_run(tmp_path):
     logdir = tmp_path / "run"
-    result = subprocess.run(
-        command(logdir, 4, "--num_processes", "2", "--process_id", "0"),
-        cwd=REPO,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_one(logdir, 4, "--num_processes", "2", "--process_id", "0")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "need the JAX backend" in result.stderr
     assert not os.path.exists(logdir / "metrics.jsonl")
