@@ -104,14 +104,7 @@ def _in_process_rate(name, kwargs, steps, repeats, warmup):
     )
     actions = _random_actions(env.act_space, 1, steps + warmup)[:, 0]
     env.reset(seed=0)
-    for action in actions[:warmup]:
-        env.step(action)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for action in actions[warmup:]:
-            env.step(action)
-        rates.append(steps / (time.perf_counter() - start))
+    rates = _rates(env.step, actions, warmup, repeats, steps_per_action=1)
     env.close()
     return rates
 
@@ -123,14 +116,20 @@ def _process_rate(name, kwargs, count, steps, repeats, warmup, shared_memory):
     ) as envs:
         actions = _random_actions(envs.act_space, count, rounds + warmup)
         envs.reset(seeds=list(range(count)))
-        for action in actions[:warmup]:
-            envs.step(action)
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for action in actions[warmup:]:
-                envs.step(action)
-            rates.append(rounds * count / (time.perf_counter() - start))
+        return _rates(envs.step, actions, warmup, repeats, steps_per_action=count)
+
+
+def _rates(step, actions, warmup, repeats, steps_per_action):
+    """Env steps/s of `repeats` passes over `actions[warmup:]`, after a warm-up."""
+    for action in actions[:warmup]:
+        step(action)
+    timed = actions[warmup:]
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for action in timed:
+            step(action)
+        rates.append(len(timed) * steps_per_action / (time.perf_counter() - start))
     return rates
 
 
