@@ -42,3 +42,23 @@ class FaultyCatch(Catch):
                 os._exit(3)
         return super()._step(action)
 
+
+class FaultyResetCatch(Catch):
+    """Catch whose `fail_reset`-th reset in its process raises (once).
+
+    Args:
+        fail_reset: which reset fails, counted from 1 in the env's process
+            (a restarted process counts again from 1).
+        **kwargs: `Catch` options.
+    """
+
+    def __init__(self, fail_reset=2, **kwargs):
+        super().__init__(**kwargs)
+        self.fail_reset = fail_reset
+        self.resets_here = 0
+
+    def _reset(self, seed):
+        self.resets_here += 1
+        if self.resets_here == self.fail_reset:
+            raise ZeroDivisionError("a reset that fails on purpose")
+        return super()._reset(seed)

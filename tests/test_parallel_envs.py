@@ -24,6 +24,7 @@ from keras_dreamer.envs import EnvProcessError
 from keras_dreamer.envs import EnvRestartWarning
 from keras_dreamer.envs import ProcessEnvs
 from tests.faulty_envs import FaultyCatch
+from tests.faulty_envs import FaultyResetCatch
 from tests.helpers import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +136,80 @@ def test_crafter_in_processes_collects_episodes_like_in_process(count):
 
 
 # ---------------------------------------------------------------------------
+# Standby processes: the next episode is reset ahead.
+
+
+def assert_no_cut_episode(stream):
+    """Episodes follow each other whole: a first obs right after each last."""
+    firsts = np.flatnonzero(stream["is_first"])
+    lasts = np.flatnonzero(stream["is_last"])
+    assert firsts[0] == 0 and len(firsts) > 1
+    assert stream["is_last"][firsts[1:] - 1].all()
+    lasts = lasts[lasts + 1 < len(stream["is_last"])]
+    assert stream["is_first"][lasts + 1].all()
+
+
+@pytest.mark.parametrize("count, standby", [(1, 1), (2, 2)])
+def test_standbys_start_each_next_episode_and_the_run_repeats(count, standby):
+    runs = []
+    for _ in range(2):
+        with ProcessEnvs(
+            "catch", count, env_kwargs=CATCH, seed=5, standby=standby
+        ) as envs:
+            assert len(envs.pids) == count + standby
+            pids = envs.pids
+            data = collector(envs, seed=3)
+            data.collect(count * 150)
+            runs.append(streams(data))
+            metrics = data.drain_metrics()
+            # Processes traded places with standbys as episodes ended.
+            assert sorted(envs._rows + list(envs._standbys)) == list(
+                range(count + standby)
+            )
+            assert envs._rows != list(range(count))
+        assert_gone(pids)
+        assert metrics["episode/count"] >= 3 * count
+        assert metrics["env/restarts"] == 0
+        for stream in runs[-1]:
+            assert_no_cut_episode(stream)
+            starts = np.flatnonzero(stream["is_first"])
+            # Each episode's first ball row is the top of the grid; the
+            # worlds differ, so the standbys' episodes are not copies.
+            assert len({stream["image"][s].tobytes() for s in starts}) > 1
+    # Standbys are taken first-in first-out: timing never changes the data.
+    assert_same_streams(*runs)
+
+
+def test_crafter_with_a_standby_collects_whole_episodes():
+    require("crafter")
+    with ProcessEnvs("crafter", 2, env_kwargs=CRAFTER, seed=0, standby=2) as envs:
+        data = collector(envs, seed=1)
+        data.collect(2 * 100)
+        assert data.drain_metrics()["episode/count"] >= 4
+        for stream in streams(data):
+            assert_no_cut_episode(stream)
+        check_episode_kinds(
+            data, collector(kd.envs.make("crafter", **CRAFTER), seed=1), 41
+        )
+
+
+def test_a_standby_whose_reset_fails_is_restarted_and_no_episode_is_cut():
+    factory = functools.partial(FaultyResetCatch, fail_reset=2, **CATCH)
+    with ProcessEnvs(factory, 1, seed=0, standby=1) as envs:
+        data = collector(envs)
+        with pytest.warns(EnvRestartWarning, match="failed in reset") as record:
+            data.collect(200)
+        assert "ZeroDivisionError: a reset that fails on purpose" in str(
+            record[0].message
+        )
+        assert sum(envs.restarts) == len(record) >= 1
+        metrics = data.drain_metrics()
+    (stream,) = streams(data)
+    assert_no_cut_episode(stream)
+    assert metrics["episode/count"] == stream["is_last"].sum() >= 3
+
+
+# ---------------------------------------------------------------------------
 # Recovery.
 
 
@@ -204,6 +279,8 @@ def test_bad_arguments_say_what_is_expected():
         ProcessEnvs(lambda: kd.envs.Catch(), 2)
     with pytest.raises(ValueError, match="timeout must be a number"):
         ProcessEnvs("catch", 1, timeout=0)
+    with pytest.raises(ValueError, match="standby must be an int >= 0, got -1"):
+        ProcessEnvs("catch", 1, standby=-1)
     with pytest.raises(
         EnvProcessError, match="could not start env 0.*Unknown env name"
     ):
@@ -258,6 +335,8 @@ def test_sigterm_to_the_train_command_leaves_no_env_process(tmp_path):
             "--gin_param",
             "train.envs = 2",
             "--gin_param",
+            "train.env_standby = 1",  # and one standby env process
+            "--gin_param",
             "train.steps = 100000",
         ],
         cwd=REPO,
@@ -266,7 +345,7 @@ def test_sigterm_to_the_train_command_leaves_no_env_process(tmp_path):
         stderr=subprocess.PIPE,
     )
     try:
-        workers = workers_of(proc.pid, 2)
+        workers = workers_of(proc.pid, 3)
         descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

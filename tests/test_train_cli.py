@@ -236,6 +236,7 @@ def test_bare_command_runs_the_default_config(tmp_path):
         (["--gin_param", "make_env.name = 'pacman'"], "pacman"),
         (["--gin_param", "make_world_model.preset = 'size7m'"], "size7m"),
         (["--gin_param", "train.eval_episodes = 0"], "train.eval_episodes"),
+        (["--gin_param", "train.env_standby = -1"], "train.env_standby"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):

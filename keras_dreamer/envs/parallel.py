@@ -22,6 +22,15 @@ so the unfinished episode is cut there; everything collected before stays.
 An env that fails `retries + 1` times in a row (no successful step in
 between) raises `EnvProcessError`.
 
+Standby processes: with `standby=k`, k more env processes keep a next
+episode ready. When an env's episode ends, its next first obs comes from
+the standby whose reset was started first (its reset already ran, or runs
+on while the other envs step); the finished env process resets in the
+background and joins the standbys. A slow reset (Crafter builds a whole world
+in it) then no longer stalls all N envs, which step in lockstep. Standbys
+are taken first-in first-out, so which world an env gets next never depends
+on timing.
+
 Shutdown: `close()` stops and joins every env process and frees the shared
 memory; it also runs when the `ProcessEnvs` is garbage collected and at
 interpreter exit. Each env process also watches its parent and exits when
@@ -29,6 +38,7 @@ the parent is gone (killed by SIGTERM or SIGKILL), so no env process
 outlives its run.
 """
 
+import collections
 import functools
 import multiprocessing
 import os
@@ -115,6 +125,17 @@ class ProcessEnvs:
         shared_memory: if True (default), observation arrays travel in
             shared memory; if False, pickled over the pipe (slower for
             images; kept to measure the difference).
+        standby: extra env processes (>= 0) that reset ahead: an env whose
+            episode ended starts its next episode from a standby that has
+            already reset, while the finished process resets in the
+            background (see the module docstring). Worth it for envs whose
+            reset is slow against a step (Crafter); 0 resets each env in its
+            own process, in the step after its episode's last obs.
+
+    Attributes:
+        restarts: restarts per env process: the `count` first processes,
+            then the `standby` ones (processes trade places with standbys,
+            so index i is a process, not the env the collector calls i).
 
     Raises:
         ValueError: `count` < 1, `env` is not a name or a picklable
@@ -143,6 +164,7 @@ class ProcessEnvs:
         start_timeout=DEFAULT_START_TIMEOUT,
         retries=3,
         shared_memory=True,
+        standby=0,
     ):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"ProcessEnvs count must be an int >= 1, got {count!r}.")
@@ -156,10 +178,11 @@ class ProcessEnvs:
                     f"ProcessEnvs {name} must be a number of seconds > 0, "
                     f"got {value!r}."
                 )
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(
-                f"ProcessEnvs retries must be an int >= 0, got {retries!r}."
-            )
+        for name, value in (("retries", retries), ("standby", standby)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"ProcessEnvs {name} must be an int >= 0, got {value!r}."
+                )
         self.name = env if isinstance(env, str) else _describe(env)
         self._factory = _pickle_factory(env, dict(env_kwargs or {}))
         self.count = count
@@ -167,12 +190,19 @@ class ProcessEnvs:
         self.start_timeout = float(start_timeout)
         self.retries = retries
         self.shared_memory = bool(shared_memory)
-        self.restarts = [0] * count
+        self.standby = standby
+        processes = count + standby
+        self.restarts = [0] * processes
         self._seed = seed
-        self._streak = [0] * count
+        self._streak = [0] * processes
         self._failure = None
+        # Env i runs in process _rows[i]; the standbys wait in FIFO order,
+        # each with a reset sent whose reply has not been read yet.
+        self._rows = list(range(count))
+        self._standbys = collections.deque(range(count, processes))
+        self._ended = [False] * count
         self._context = multiprocessing.get_context("spawn")
-        self._state = _State(count)
+        self._state = _State(processes)
         self._finalizer = weakref.finalize(self, self._state.shutdown)
         self.obs_space = None
         self.act_space = None
@@ -188,7 +218,7 @@ class ProcessEnvs:
     def __repr__(self):
         return (
             f"ProcessEnvs({self.name!r}, count={self.count}, "
-            f"restarts={sum(self.restarts)})"
+            f"standby={self.standby}, restarts={sum(self.restarts)})"
         )
 
     def __enter__(self):
@@ -199,7 +229,8 @@ class ProcessEnvs:
 
     @property
     def pids(self):
-        """The process ids of the env processes now running (None if closed)."""
+        """The process ids of the env processes now running (None if closed):
+        the `count` first processes, then the standbys."""
         return [None if p is None else p.pid for p in self._state.processes]
 
     @property
@@ -237,7 +268,8 @@ class ProcessEnvs:
 
         Returns:
             A list of `count` obs. An env that failed and was restarted
-            returns its new first obs (`is_first=True`).
+            returns its new first obs (`is_first=True`). With standbys, an
+            env whose last obs was `is_last` returns a standby's first obs.
 
         Raises:
             ValueError: an action lies outside `act_space` (checked here,
@@ -252,7 +284,11 @@ class ProcessEnvs:
             )
         for i, action in enumerate(actions):
             native_action(self.act_space, action, f"ProcessEnvs env {i}")
-        return self._call([("step", action) for action in actions], "step")
+        messages = [
+            None if self._ended[i] and self.standby else ("step", action)
+            for i, action in enumerate(actions)
+        ]
+        return self._call(messages, "step")
 
     def close(self):
         """Stops and joins every env process and frees the shared memory.
@@ -272,9 +308,10 @@ class ProcessEnvs:
             )
 
     def _start_all(self):
-        for i in range(self.count):
+        processes = range(self.count + self.standby)
+        for i in processes:
             self._spawn(i)
-        spaces = self._wait_ready(range(self.count))
+        spaces = self._wait_ready(processes)
         failed = {i: info for i, info in spaces.items() if info[0] != "ready"}
         if failed:
             i, (_, detail) = next(iter(failed.items()))
@@ -282,24 +319,26 @@ class ProcessEnvs:
                 f"ProcessEnvs could not start env {i} ({self.name}): {detail}"
             )
         self.obs_space, self.act_space = spaces[0][1]
-        for i in range(1, self.count):
+        for i in processes[1:]:
             if spaces[i][1] != (self.obs_space, self.act_space):
                 raise EnvProcessError(
                     f"ProcessEnvs env {i} ({self.name}) has spaces {spaces[i][1]} "
                     f"but env 0 has {(self.obs_space, self.act_space)}; all must "
                     "match."
                 )
-        layout, size = _layout(self.obs_space, self.count)
+        layout, size = _layout(self.obs_space, len(processes))
         if self.shared_memory and size:
             block = shared_memory.SharedMemory(create=True, size=size)
             self._state.block = block
             self._state.views = {
-                key: np.ndarray((self.count, *shape), dtype, block.buf, offset)
+                key: np.ndarray((len(processes), *shape), dtype, block.buf, offset)
                 for key, (offset, shape, dtype) in layout.items()
             }
         self._layout = layout
-        for i in range(self.count):
+        for i in processes:
             self._attach(i)
+        for i in self._standbys:
+            self._send(i, ("reset", self._restart_seed(i)))
 
     def _spawn(self, i):
         parent, child = self._context.Pipe()
@@ -357,22 +396,41 @@ class ProcessEnvs:
                 replies[i] = ("ok", payload) if kind == "ok" else ("failed", payload)
         return replies
 
+    def _send(self, i, message):
+        try:
+            self._state.conns[i].send(message)
+        except (BrokenPipeError, OSError):
+            pass  # the reply's EOF reports the dead process
+
     def _call(self, messages, what):
+        """Sends env i `messages[i]` (None: env i takes the next standby)
+        and returns every env's obs."""
+        swapped = []
         for i, message in enumerate(messages):
-            try:
-                self._state.conns[i].send(message)
-            except (BrokenPipeError, OSError):
-                pass  # the reply's EOF reports the dead process
-        replies = self._gather(range(self.count), self.timeout, what)
-        smalls = [None] * self.count
-        for i in range(self.count):
-            kind, payload = replies[i]
-            if kind == "ok":
-                smalls[i] = payload
-                self._streak[i] = 0
+            if message is None:
+                finished = self._rows[i]
+                self._rows[i] = self._standbys.popleft()
+                self._send(finished, ("reset", None))
+                self._standbys.append(finished)
+                swapped.append(self._rows[i])
             else:
-                smalls[i] = self._recover(i, payload, what)
-        batch = {key: view.copy() for key, view in self._state.views.items()}
+                self._send(self._rows[i], message)
+        rows = list(self._rows)
+        # The envs step while this waits for the standbys' resets.
+        replies = self._gather(swapped, self.timeout, "reset")
+        replies.update(
+            self._gather([p for p in rows if p not in swapped], self.timeout, what)
+        )
+        smalls = []
+        for i, p in enumerate(rows):
+            kind, payload = replies[p]
+            if kind == "ok":
+                self._streak[p] = 0
+            else:
+                payload = self._recover(p, payload, what if messages[i] else "reset")
+            self._ended[i] = bool(payload["is_last"])
+            smalls.append(payload)
+        batch = {key: view[rows] for key, view in self._state.views.items()}
         return [
             {**{key: array[i] for key, array in batch.items()}, **small}
             for i, small in enumerate(smalls)

@@ -243,6 +243,7 @@ def train(
     eval_episodes=1,
     envs=1,
     env_timeout=60.0,
+    env_standby=0,
     distribution=None,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
@@ -280,6 +281,11 @@ def train(
             stepped at once with one batched policy call per step.
         env_timeout: seconds an env process may take for one step before
             it counts as hung and is restarted (with `envs` > 1).
+        env_standby: extra env processes that reset ahead (`ProcessEnvs`'s
+            `standby`): an env whose episode ended continues from one of
+            them at once instead of waiting for its own reset. For envs
+            with slow resets (Crafter); > 0 runs the envs in processes even
+            with `envs` = 1.
         distribution: data parallel over devices (see
             `keras_dreamer.distribute.make_distribution`): None (one device;
             every device when several processes run), `'data_parallel'`
@@ -319,6 +325,14 @@ def train(
     if isinstance(envs, bool) or not isinstance(envs, int) or envs < 1:
         raise ConfigError(f"train.envs must be an int >= 1, got {envs!r}.")
     if (
+        isinstance(env_standby, bool)
+        or not isinstance(env_standby, int)
+        or env_standby < 0
+    ):
+        raise ConfigError(
+            f"train.env_standby must be an int >= 0, got {env_standby!r}."
+        )
+    if (
         isinstance(env_timeout, bool)
         or not isinstance(env_timeout, (int, float))
         or not 0 < env_timeout < math.inf
@@ -353,6 +367,7 @@ def train(
             agent,
             envs,
             env_timeout,
+            env_standby,
         )
         chief = distribute.is_chief()
         # Only the chief evaluates (and writes): the others just train.
@@ -544,6 +559,7 @@ def _build_run(
     agent,
     num_envs=1,
     env_timeout=60.0,
+    env_standby=0,
 ):
     """Builds everything in this process; `resume` is None except in the chief.
 
@@ -563,7 +579,7 @@ def _build_run(
     if resume is not None:
         replay.load(os.path.join(ckpt_dir, checkpoint.REPLAY_DIR), strict=False)
         check_resumed_spaces(env, state, replay.metadata, resume)
-    if num_envs > 1:
+    if num_envs > 1 or env_standby:
         # The parent's env gave the spaces (and gin's record of make_env);
         # the training envs run in their own processes.
         env.close()
@@ -572,6 +588,7 @@ def _build_run(
             num_envs,
             seed=[seed, start_step, 2],
             timeout=env_timeout,
+            standby=env_standby,
         )
     else:
         collect_env = env
