@@ -5,13 +5,16 @@ this process (the reference), and of N = 1, 2, 4 envs each in its own
 process, stepped all at once with random actions (`ProcessEnvs.step`, which
 includes the copy of the observations out of shared memory). With
 `--pipe`, also the same with the observations pickled over the pipes instead
-of shared memory. Then the time of one batched `agent.policy` step for N
+of shared memory. With `--standby K ...`, also with K standby processes
+(`ProcessEnvs(standby=K)`: spare envs that reset ahead, so an episode's end
+does not stall the lockstep step on a slow reset). Then the time of one batched `agent.policy` step for N
 envs (a size1m agent on 64x64 Catch images), in a fresh process per backend.
 Medians of `repeats` timed runs after a warm-up; resets that fall inside the
 timed steps count (Crafter's world generation is most of its cost).
 
     python benchmarks/env_scaling.py                      # both envs, N = 1, 2, 4
     python benchmarks/env_scaling.py --envs catch --counts 1 2 --pipe
+    python benchmarks/env_scaling.py --envs crafter --counts 1 2 --standby 0 1 2
 
 Import `measure_env_scaling` to get the rows as dicts; run the script to get
 them as JSON lines and a markdown table.
@@ -109,10 +112,17 @@ def _in_process_rate(name, kwargs, steps, repeats, warmup):
     return rates
 
 
-def _process_rate(name, kwargs, count, steps, repeats, warmup, shared_memory):
+def _process_rate(
+    name, kwargs, count, steps, repeats, warmup, shared_memory, standby=0
+):
     rounds = max(1, steps // count)
     with kd_envs.ProcessEnvs(
-        _factory(name), count, env_kwargs=kwargs, seed=0, shared_memory=shared_memory
+        _factory(name),
+        count,
+        env_kwargs=kwargs,
+        seed=0,
+        shared_memory=shared_memory,
+        standby=standby,
     ) as envs:
         actions = _random_actions(envs.act_space, count, rounds + warmup)
         envs.reset(seeds=list(range(count)))
@@ -133,13 +143,15 @@ def _rates(step, actions, warmup, repeats, steps_per_action):
     return rates
 
 
-def _row(name, kwargs, mode, count, transport, rates):
+def _row(name, kwargs, mode, count, transport, rates, standby=0):
     return {
         "bench": "env_steps",
         "env": name,
         "size": kwargs.get("size"),
         "mode": mode,
         "envs": count,
+        "standby": standby,
+        "processes": count + standby if mode == "processes" else 0,
         "transport": transport,
         "steps_per_s": round(float(np.median(rates)), 1),
         "all": [round(float(r), 1) for r in rates],
@@ -157,6 +169,7 @@ def measure_env_scaling(
     policy_preset="size1m",
     policy_calls=50,
     env_kwargs=None,
+    standbys=(0,),
 ):
     """Measures env steps/s for N env processes and the batched policy step.
 
@@ -177,13 +190,15 @@ def measure_env_scaling(
         policy_calls: timed policy calls per setting.
         env_kwargs: `{name: kwargs}` for `kd.envs.make`, replacing the
             default (`size=64`) of that env.
+        standbys: standby process counts to measure each N with
+            (`ProcessEnvs(standby=...)`).
 
     Returns:
         A list of dicts. Env rows: `bench="env_steps"`, `env`, `mode`
         ("in-process" or "processes"), `envs` (N), `transport`
-        ("shared_memory", "pipe" or "none"), `steps_per_s` (median, summed
-        over envs), `all` (every run), `speedup` (over one env process with
-        the same transport). Policy rows: `bench="policy_step"`, `backend`,
+        ("shared_memory", "pipe" or "none"), `standby`, `processes` (N +
+        standby), `steps_per_s` (median, summed over envs), `all` (every
+        run), `speedup` (over one env process, no standby, same transport). Policy rows: `bench="policy_step"`, `backend`,
         `preset`, `envs`, `ms` (median of `policy_calls`).
 
     Example:
@@ -205,21 +220,26 @@ def measure_env_scaling(
         rows.append(_row(name, kwargs, "in-process", 1, "none", rates))
         for transport in ("shared_memory", "pipe") if pipe else ("shared_memory",):
             base = None
-            for count in counts:
-                rates = _process_rate(
-                    name,
-                    kwargs,
-                    count,
-                    total,
-                    repeats,
-                    warmup,
-                    transport == "shared_memory",
-                )
-                row = _row(name, kwargs, "processes", count, transport, rates)
-                base = row["steps_per_s"] if count == 1 else base
-                if base:
-                    row["speedup"] = round(row["steps_per_s"] / base, 2)
-                rows.append(row)
+            for standby in standbys:
+                for count in counts:
+                    rates = _process_rate(
+                        name,
+                        kwargs,
+                        count,
+                        total,
+                        repeats,
+                        warmup,
+                        transport == "shared_memory",
+                        standby,
+                    )
+                    row = _row(
+                        name, kwargs, "processes", count, transport, rates, standby
+                    )
+                    if count == 1 and standby == 0:
+                        base = row["steps_per_s"]
+                    if base:
+                        row["speedup"] = round(row["steps_per_s"] / base, 2)
+                    rows.append(row)
     for backend in policy_backends:
         config = {
             "backend": backend,
@@ -235,18 +255,19 @@ def measure_env_scaling(
 def markdown(rows):
     """The rows as markdown tables (env steps/s, then the policy step)."""
     lines = [
-        "| env | image | mode | N | observations | env steps/s (median) | x one process | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| env | image | mode | N | standby | processes | observations "
+        "| env steps/s (median) | x one process | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["bench"] != "env_steps":
             continue
         if "error" in r:
-            lines.append(f"| {r['env']} | | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['env']} | | error: {r['error']} | | | | | | | |")
             continue
         lines.append(
             f"| {r['env']} | {r['size']}x{r['size']} | {r['mode']} | {r['envs']} "
-            f"| {r['transport']} "
+            f"| {r['standby']} | {r['processes'] or ''} | {r['transport']} "
             f"| {r['steps_per_s']:,.0f} | {r.get('speedup', '')} "
             f"| {', '.join(f'{x:,.0f}' for x in r['all'])} |"
         )
@@ -271,6 +292,9 @@ def main():
     parser.add_argument("--policy-backends", nargs="*", default=["jax"])
     parser.add_argument("--policy-calls", type=int, default=50)
     parser.add_argument("--catch-size", type=int, default=64)
+    parser.add_argument(
+        "--standby", nargs="+", type=int, default=[0], help="standby processes"
+    )
     args = parser.parse_args()
     rows = measure_env_scaling(
         envs=args.envs,
@@ -282,6 +306,7 @@ def main():
         policy_counts=args.counts,
         policy_calls=args.policy_calls,
         env_kwargs={"catch": {"size": args.catch_size}},
+        standbys=args.standby,
     )
     for row in rows:
         print(json.dumps(row), flush=True)

@@ -1,4 +1,4 @@
-"""Data-parallel scaling: world-model updates/s on 1 and 2 (virtual) devices.
+"""Data-parallel scaling: world-model or agent updates/s on 1 and 2 (virtual) devices.
 
 Every measurement runs in a fresh process (the device count of JAX is fixed
 when it starts), at the same global batch:
@@ -20,6 +20,7 @@ With `benchmarks/env_scaling.py` present (parallel env processes), its
 
     python benchmarks/scaling.py                  # JAX, 3 repeats
     python benchmarks/scaling.py --repeats 5 --batch 16 --length 32 --image 32
+    python benchmarks/scaling.py --model agent --no_envs
 
 Prints one JSON line per process and a markdown table at the end.
 """
@@ -81,8 +82,9 @@ class Ends(keras.callbacks.Callback):
 mults = tuple(args["mults"])
 with distribute.scope(args["distribution"]) as dist:
     keras.utils.set_random_seed(0)
-    model = kd.WorldModel({"image": (S, S, 3)}, kd.Discrete(3),
-                          preset=args["preset"], mults=mults, seed=0)
+    kind = kd.Agent if args["model"] == "agent" else kd.WorldModel
+    model = kind({"image": (S, S, 3)}, kd.Discrete(3),
+                 preset=args["preset"], mults=mults, seed=0)
     model.compile()
     ends = Ends()
     start = time.perf_counter()
@@ -116,6 +118,7 @@ def run(config, devices, timeout):
 
 
 def measure_device_scaling(
+    model="world_model",
     preset="debug",
     batch=16,
     length=32,
@@ -134,6 +137,7 @@ def measure_device_scaling(
                 "setup": name,
                 "repeat": repeat,
                 "distribution": distribution,
+                "model": model,
                 "preset": preset,
                 "batch": batch,
                 "length": length,
@@ -181,6 +185,9 @@ def env_scaling():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model", choices=["world_model", "agent"], default="world_model"
+    )
     parser.add_argument("--preset", default="debug")
     parser.add_argument("--batch", type=int, default=16, help="global batch B")
     parser.add_argument("--length", type=int, default=32)
@@ -191,6 +198,7 @@ def main():
     parser.add_argument("--no_envs", action="store_true", help="skip env scaling")
     args = parser.parse_args()
     summary = measure_device_scaling(
+        args.model,
         args.preset,
         args.batch,
         args.length,
@@ -201,7 +209,7 @@ def main():
     )
     print()
     print(
-        f"World model `{args.preset}`, {args.image}x{args.image} images, global "
+        f"{args.model} `{args.preset}`, {args.image}x{args.image} images, global "
         f"batch {args.batch} x {args.length}, median of {args.repeats} processes "
         f"x {args.steps} updates:"
     )
