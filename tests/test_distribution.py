@@ -4,10 +4,10 @@ On JAX, a subprocess with two virtual CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=2`, which must be set
 before JAX starts) trains the world model and the agent for two steps on
 one device and on both, from the same weights and the same global batches:
-the losses agree, every weight is replicated on both devices, acting works
-during and after `fit`, and the logdir holds each line once. On TensorFlow,
-asking for more than one device is a clear error, never a silent
-single-device run.
+the losses agree (the agent's second step from one same state), every weight
+is replicated on both devices, acting works during and after `fit`, and the
+logdir holds each line once. On TensorFlow, asking for more than one device
+is a clear error, never a silent single-device run.
 """
 
 import json
@@ -67,7 +67,7 @@ class Act(keras.callbacks.Callback):
         self.sums.append(self.agent.policy(OBS).sum(-1).tolist())
 
 
-def train(kind, model, logdir=None):
+def train(kind, model, logdir=None, batches=BATCHES, steps=2):
     record = RecordLogs()
     callbacks = [record]
     act = Act(model) if kind == "agent" else None
@@ -77,8 +77,9 @@ def train(kind, model, logdir=None):
         callbacks.append(kd.DreamerReportCallback(
             logdir, outputs=("jsonl",), log_every=1, usage=False,
             report_data=None))
-    model.fit(Batches(BATCHES, 2), epochs=1, steps_per_epoch=2, verbose=0,
-              callbacks=callbacks)
+    # shuffle=False: Keras shuffles a PyDataset's batch order by default.
+    model.fit(Batches(batches, steps), epochs=1, steps_per_epoch=steps, verbose=0,
+              callbacks=callbacks, shuffle=False)
     logs = [{k: float(v) for k, v in step.items()} for step in record.logs]
     return logs, (act.sums if act is not None else None)
 
@@ -101,6 +102,22 @@ for kind in ("world_model", "agent"):
         "after": after, "devices": distribute.device_count(dist),
         "steps": [line["step"] for line in lines],
     }
+    if kind == "agent":
+        # Step 1 from one state: the one-device model takes every variable
+        # (weights, slow critic, return percentiles, seeds) and the
+        # optimizer's state from two devices after their step 0.
+        with distribute.scope(2):
+            first = build(kind)
+            first.set_weights(weights)
+            train(kind, first, steps=1)
+            state = [keras.ops.convert_to_numpy(v.value)
+                     for v in first.variables + first.optimizer.variables]
+        variables = single.variables + single.optimizer.variables
+        assert [tuple(v.shape) for v in variables] == [x.shape for x in state]
+        for variable, value in zip(variables, state):
+            variable.assign(value)
+        out[kind]["one_from_two"], _ = train(kind, single, batches=BATCHES[1:],
+                                             steps=1)
 
 # A model built before the distribution was set cannot train under it.
 model = build("world_model")
@@ -177,6 +194,14 @@ def test_two_devices_give_the_losses_of_one(two_devices, kind):
         for key in one[1]:
             np.testing.assert_allclose(
                 two[1][key], one[1][key], rtol=2e-4, atol=2e-5, err_msg=key
+            )
+    else:
+        # From the same state, step 1 agrees in every log as step 0 does.
+        (again,) = run["one_from_two"]
+        assert set(again) == set(two[1])
+        for key in again:
+            np.testing.assert_allclose(
+                two[1][key], again[key], rtol=2e-4, atol=2e-5, err_msg=key
             )
     for step in two:
         # The frames of the global batch (4 x 8), not of one device's half.
