@@ -1,16 +1,24 @@
 """Backend-agnostic math for the world model.
 
 Everything here is written with `keras.ops`, so it runs on JAX and TensorFlow.
-The one place where the backends must differ in model code (the XLA-safe
-`scan` on TensorFlow) lives in this module. Train-step plumbing (compiled
+The places where the backends must differ in model code (the XLA-safe
+`scan` on TensorFlow, the convolution's kernel gradient on JAX CPUs) live in
+this module. Train-step plumbing (compiled
 functions, optimizer logs) is in `keras_dreamer.fitting`.
 """
+
+import logging
+import os
 
 import numpy as np
 from keras import backend as keras_backend
 from keras import ops
 
 _TINY = 1e-20
+CONV_GRAD_ENV = "KERAS_DREAMER_CONV_GRAD"
+CONV_GRAD_MODES = ("auto", "xla", "matmul")
+_logger = logging.getLogger("keras_dreamer")
+_logged = set()
 
 
 def backend():
@@ -428,3 +436,110 @@ def scan(fn, init, xs, unroll=1):
         maximum_iterations=length - 1,
     )
     return carry, tf.nest.map_structure(lambda a: a.stack(), arrays)
+
+
+def conv_grad_mode():
+    """How `conv2d_same` computes kernel gradients: the `KERAS_DREAMER_CONV_GRAD`
+    environment variable, `"auto"` when unset.
+
+    `"xla"` always uses the backend's own convolution gradient, `"matmul"`
+    computes the kernel gradient of every convolution as matrix products on
+    JAX (`keras_dreamer.jax_conv`), `"auto"` does so only on a JAX CPU and
+    only for the layer shapes where it was measured faster.
+
+    Returns:
+        One of `CONV_GRAD_MODES`.
+
+    Raises:
+        ValueError: the variable holds another value.
+
+    Examples:
+        >>> conv_grad_mode() in CONV_GRAD_MODES
+        True
+    """
+    mode = os.environ.get(CONV_GRAD_ENV, "auto").strip().lower() or "auto"
+    if mode not in CONV_GRAD_MODES:
+        raise ValueError(
+            f"{CONV_GRAD_ENV}={os.environ[CONV_GRAD_ENV]!r} is not one of "
+            f"{', '.join(CONV_GRAD_MODES)}."
+        )
+    return mode
+
+
+def matmul_kernel_grad(x_shape, kernel_shape):
+    """Whether `conv2d_same` computes this convolution's kernel gradient as
+    matrix products (JAX only; see `conv_grad_mode`).
+
+    With `"auto"`, on a JAX CPU: when the layer has at least 32x32 pixels
+    or at least 1,024 input x output channel pairs. Measured on a 2-core
+    Intel Xeon with AVX-512 (`benchmarks/conv_variants.py`): 1.3-3.6x
+    faster kernel gradients for such layers there, while XLA's own stays
+    as fast or faster for small images with few channels. The choice is
+    logged once per process (logger `keras_dreamer`, level INFO).
+
+    Args:
+        x_shape: the input shape `(N, H, W, C)`.
+        kernel_shape: the kernel shape `(K, K, C, F)`.
+
+    Returns:
+        A bool.
+
+    Examples:
+        >>> import os
+        >>> os.environ["KERAS_DREAMER_CONV_GRAD"] = "xla"
+        >>> matmul_kernel_grad((1024, 32, 32, 32), (5, 5, 32, 48))
+        False
+        >>> del os.environ["KERAS_DREAMER_CONV_GRAD"]
+    """
+    mode = conv_grad_mode()
+    if backend() != "jax" or mode == "xla":
+        return False
+    if any(d is None for d in x_shape) or kernel_shape[0] != kernel_shape[1]:
+        return False
+    if mode == "matmul":
+        return True
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return False
+    _, height, width, channels = x_shape
+    chosen = height * width >= 1024 or channels * kernel_shape[-1] >= 1024
+    if "auto" not in _logged:
+        _logged.add("auto")
+        _logger.info(
+            "JAX on a CPU: convolution kernel gradients of layers with >= 32x32 "
+            "pixels or >= 1,024 channel pairs run as matrix products "
+            "(keras_dreamer.jax_conv; %s=xla turns this off).",
+            CONV_GRAD_ENV,
+        )
+    return chosen
+
+
+def conv2d_same(x, kernel):
+    """A stride-1, 'same'-padded 2-D convolution, channels last.
+
+    `keras.ops.conv`, except that on JAX its kernel gradient may be computed
+    as matrix products where XLA's CPU kernel gradient is slow (see
+    `matmul_kernel_grad`); the forward values are the same either way.
+
+    Args:
+        x: `[N, H, W, C]` inputs.
+        kernel: `[K, K, C, F]` weights.
+
+    Returns:
+        `[N, H, W, F]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.ones((1, 4, 4, 1), "float32")
+        >>> y = conv2d_same(x, np.ones((3, 3, 1, 2), "float32"))
+        >>> np.asarray(y)[0, :2, :2, 0].tolist()
+        [[4.0, 6.0], [6.0, 9.0]]
+    """
+    if matmul_kernel_grad(tuple(x.shape), tuple(kernel.shape)):
+        from keras_dreamer import jax_conv
+
+        return jax_conv.conv2d_same(
+            ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
+        )
+    return ops.conv(x, kernel, strides=1, padding="same")

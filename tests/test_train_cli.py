@@ -84,6 +84,9 @@ def test_debug_run_writes_the_whole_logdir(debug_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Trained 8 steps" in result.stdout
     assert f"tensorboard --logdir {logdir}" in result.stdout
+    # A speed choice made for this machine at run time is said once.
+    said = result.stderr.count("convolution kernel gradients")
+    assert said == (1 if BACKEND == "jax" else 0), result.stderr[-3000:]
     for name in ("config.gin", "metrics.jsonl", "scores.jsonl"):
         assert os.path.isfile(logdir / name), name
     assert glob.glob(str(logdir / "events.out.tfevents.*"))

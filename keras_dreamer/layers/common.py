@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_dreamer.ops import conv2d_same
+
 
 def fan_in_init(scale=1.0, blocks=1):
     """DreamerV3's `trunc_normal` fan-in initialiser.
@@ -44,13 +46,13 @@ def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
         outscale: initial weight scale (see `fan_in_init`).
 
     Returns:
-        A `keras.layers.Conv2D`.
+        A `SameConv2D` (a `keras.layers.Conv2D`).
 
     Examples:
         >>> conv2d(8, 5, "conv0").padding
         'same'
     """
-    return keras.layers.Conv2D(
+    return SameConv2D(
         filters,
         kernel,
         padding="same",
@@ -58,3 +60,42 @@ def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
         name=name,
         dtype=dtype,
     )
+
+
+@keras.saving.register_keras_serializable(package="keras_dreamer")
+class SameConv2D(keras.layers.Conv2D):
+    """`keras.layers.Conv2D` whose 'same', stride-1 convolution runs through
+    `keras_dreamer.ops.conv2d_same` (a faster kernel gradient on JAX CPUs).
+
+    Takes `keras.layers.Conv2D`'s arguments; with any other padding, stride,
+    dilation, groups or layout it is exactly `keras.layers.Conv2D`. Weights,
+    config and outputs are `Conv2D`'s.
+
+    Args:
+        *args: `keras.layers.Conv2D` arguments.
+        **kwargs: `keras.layers.Conv2D` keyword arguments.
+
+    Returns:
+        Called on `[N, H, W, C]`, the `[N, H, W, filters]` outputs.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = SameConv2D(4, 5, padding="same")
+        >>> tuple(layer(np.zeros((2, 8, 8, 3), "float32")).shape)
+        (2, 8, 8, 4)
+    """
+
+    def call(self, inputs):
+        plain = (
+            self.padding == "same"
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+        if not plain:
+            return super().call(inputs)
+        outputs = conv2d_same(inputs, self.kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)

@@ -8,6 +8,7 @@ has set `KERAS_BACKEND`.
 
 import argparse
 import importlib.util
+import logging
 import os
 import sys
 import traceback
@@ -241,6 +242,7 @@ def run(args):
     if devices is not None:
         gin.bind_parameter("train.distribution", devices)
     gin.finalize()
+    _show_package_log()
     try:
         result = job.train(logdir=args.logdir)
     except job.ConfigError as error:
@@ -302,3 +304,14 @@ def parse_devices(value):
 def _first_line(error):
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]
+
+
+def _show_package_log():
+    """Shows the package's INFO lines on stderr (e.g. a speed choice made for
+    this CPU at run time), unless the `keras_dreamer` logger is set up."""
+    logger = logging.getLogger("keras_dreamer")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("keras_dreamer: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
