@@ -9,9 +9,13 @@ variants alternate over `--rounds`; medians.
 
 Variants: `nhwc` (Keras's default layout, what the model runs), `nchw` (the
 `channels_first` layout), `nhwc_bf16` (bf16 inputs with float32 accumulation,
-`preferred_element_type`), and any of them with `--xla-flags`.
+`preferred_element_type`), `nhwc_matmul_grad` (the package's JAX CPU
+convolution, `keras_dreamer.jax_conv.conv2d_same`: XLA's forward pass and
+input gradient, the kernel gradient as matrix products), and any of them with
+`--xla-flags`.
 
     python benchmarks/conv_variants.py --variants nhwc nchw --rounds 2
+    python benchmarks/conv_variants.py --variants nhwc nhwc_matmul_grad
     python benchmarks/conv_variants.py --variants nhwc --xla-flags=--xla_cpu_use_thunk_runtime=false
 """
 
@@ -63,6 +67,10 @@ for name, n, hw, cin, cout in args["shapes"]:
     x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
 
     def conv(x, w):
+        if variant == "nhwc_matmul_grad":
+            sys.path.insert(0, os.environ["KD_ROOT"])
+            from keras_dreamer import jax_conv
+            return jax_conv.conv2d_same(x, w)
         y = jax.lax.conv_general_dilated(
             x, w, (1, 1), "SAME", dimension_numbers=layout,
             preferred_element_type=jnp.float32)

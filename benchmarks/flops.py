@@ -330,7 +330,11 @@ def count_update_flops(
         "actions": actions,
         "overrides": overrides or {},
     }
-    return run_worker(COUNT_WORKER, config, timeout)
+    # XLA's own convolution gradients: the count stays that of the algorithm
+    # (the matmul kernel gradient does the same products, grouped otherwise).
+    return run_worker(
+        COUNT_WORKER, config, timeout, env={"KERAS_DREAMER_CONV_GRAD": "xla"}
+    )
 
 
 def gflops_line(flop, seconds, ceiling):

@@ -16,11 +16,13 @@ the optimizer).
     python benchmarks/train_step.py                     # debug, size1m, size12m
     python benchmarks/train_step.py --presets size1m --steps 5 --backends jax
     python benchmarks/train_step.py --presets size1m --rounds 2   # alternate
+    python benchmarks/train_step.py --backends jax --conv-grad xla auto --rounds 2
 
 Prints one JSON line per configuration and a markdown table at the end.
 """
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -118,6 +120,12 @@ def main():
         default=None,
         help="FLOPs per update, if known (skips counting; one preset only)",
     )
+    parser.add_argument(
+        "--conv-grad",
+        nargs="+",
+        default=[None],
+        help="KERAS_DREAMER_CONV_GRAD values to alternate (auto, xla, matmul)",
+    )
     parser.add_argument("--timeout", type=int, default=1800)
     args = parser.parse_args()
     jit = {"default": None, "true": True, "false": False}[args.jit]
@@ -146,47 +154,55 @@ def main():
             else f"{preset}: {count}",
             flush=True,
         )
-    env = {"XLA_FLAGS": args.xla_flags} if args.xla_flags else None
     results = []
     for _ in range(args.rounds):
-        for preset in args.presets:
-            for backend in args.backends:
-                config = {
-                    "backend": backend,
-                    "preset": preset,
-                    "batch": args.batch,
-                    "length": args.length,
-                    "size": args.size,
-                    "actions": args.actions,
-                    "overrides": overrides,
-                    "steps": args.steps,
-                    "dtype": args.dtype,
-                    "jit": jit,
-                    "steps_per_execution": args.steps_per_execution,
-                    "xla_flags": args.xla_flags,
-                }
-                result = run_worker(WORKER, config, args.timeout, env=env)
-                if "median_ms" in result:
-                    rate, pct = gflops_line(
-                        flop[preset],
-                        result["median_ms"] / 1000,
-                        result["ceiling_gflops"],
-                    )
-                    result.update(flop=flop[preset], gflops=rate, pct_ceiling=pct)
-                print(json.dumps(result), flush=True)
-                results.append(result)
+        for preset, backend, conv_grad in itertools.product(
+            args.presets, args.backends, args.conv_grad
+        ):
+            env = {"XLA_FLAGS": args.xla_flags} if args.xla_flags else {}
+            if conv_grad:
+                env["KERAS_DREAMER_CONV_GRAD"] = conv_grad
+            config = {
+                "backend": backend,
+                "preset": preset,
+                "batch": args.batch,
+                "length": args.length,
+                "size": args.size,
+                "actions": args.actions,
+                "overrides": overrides,
+                "steps": args.steps,
+                "dtype": args.dtype,
+                "jit": jit,
+                "steps_per_execution": args.steps_per_execution,
+                "xla_flags": args.xla_flags,
+                "conv_grad": conv_grad or "auto",
+            }
+            result = run_worker(WORKER, config, args.timeout, env=env or None)
+            if "median_ms" in result:
+                rate, pct = gflops_line(
+                    flop[preset],
+                    result["median_ms"] / 1000,
+                    result["ceiling_gflops"],
+                )
+                result.update(flop=flop[preset], gflops=rate, pct_ceiling=pct)
+            print(json.dumps(result), flush=True)
+            results.append(result)
     print()
     print(
-        "| backend | preset | params | ms / update (median) | frames/s | GFLOP/s "
-        "| % of matmul ceiling (GFLOP/s) | first step s | peak RSS GiB | load |"
+        "| backend | preset | conv grad | params | ms / update (median) | frames/s "
+        "| GFLOP/s | % of matmul ceiling (GFLOP/s) | first step s | peak RSS GiB "
+        "| load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
-            print(f"| {r['backend']} | {r['preset']} | error | | | | | | | |")
+            print(
+                f"| {r['backend']} | {r['preset']} | {r['conv_grad']} | error |||||||"
+            )
             continue
         print(
-            f"| {r['backend']} | {r['preset']} | {r['params']:,} | {r['median_ms']:,} "
+            f"| {r['backend']} | {r['preset']} | {r['conv_grad']} | {r['params']:,} "
+            f"| {r['median_ms']:,} "
             f"| {r['frames_per_s']:,} | {r['gflops']} "
             f"| {r['pct_ceiling']}% ({r['ceiling_gflops']}) "
             f"| {r['first_step_s']} | {r['peak_rss_gb']} "
