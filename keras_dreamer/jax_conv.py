@@ -46,7 +46,22 @@ def _patches(x, size, pads, mirrored=False):
 
 
 def chunk_frames(frames, height, width, rows=CHUNK_ROWS):
-    """The largest divisor of `frames` whose chunk has at most `rows` rows."""
+    """How many frames one chunk of the kernel gradient takes.
+
+    Args:
+        frames: frames in the batch (N).
+        height: frame height.
+        width: frame width.
+        rows: the most pixels (rows of the patch matrix) per chunk.
+
+    Returns:
+        The largest divisor of `frames` whose chunk has at most `rows`
+        pixels (at least 1).
+
+    Examples:
+        >>> chunk_frames(1024, 32, 32), chunk_frames(7, 64, 64)
+        (8, 1)
+    """
     per_frame = height * width
     best = 1
     for chunk in range(1, frames + 1):
@@ -70,6 +85,12 @@ def kernel_grad(x, grad, size):
 
     Returns:
         `[size, size, C, F]`, as XLA's kernel gradient.
+
+    Examples:
+        >>> import numpy as np
+        >>> x, grad = np.ones((2, 4, 4, 1), "float32"), np.ones((2, 4, 4, 3), "float32")
+        >>> np.asarray(kernel_grad(x, grad, 3))[:, :, 0, 0].tolist()
+        [[18.0, 24.0, 18.0], [24.0, 32.0, 24.0], [18.0, 24.0, 18.0]]
     """
     n, h, w, c = x.shape
     f = grad.shape[-1]
@@ -103,7 +124,23 @@ def kernel_grad(x, grad, size):
 
 @functools.partial(jax.custom_vjp)
 def conv2d_same(x, kernel):
-    """Stride-1 'same' convolution, NHWC x HWIO, square odd-or-even kernel."""
+    """Stride-1 'same' convolution, NHWC x HWIO, with a square kernel; its
+    kernel gradient is `kernel_grad`, its input gradient XLA's.
+
+    Args:
+        x: `[N, H, W, C]` inputs.
+        kernel: `[K, K, C, F]` weights.
+
+    Returns:
+        `[N, H, W, F]`, as `jax.lax.conv_general_dilated` with "SAME".
+
+    Examples:
+        >>> import numpy as np
+        >>> y = conv2d_same(np.ones((1, 3, 3, 1), "float32"),
+        ...                 np.ones((3, 3, 1, 1), "float32"))
+        >>> np.asarray(y)[0, :, :, 0].tolist()
+        [[4.0, 6.0, 4.0], [6.0, 9.0, 6.0], [4.0, 6.0, 4.0]]
+    """
     return _conv(x, kernel)
 
 
