@@ -23,8 +23,13 @@ def run_worker(code, config, timeout=3600, env=None):
         "TF_CPP_MIN_LOG_LEVEL": "2",
         **(env or {}),
     }
+    return run_code(sys.executable, code, config, env, timeout)
+
+
+def run_code(python, code, config, env, timeout):
+    """`python -c code config_json` with exactly `env`; its RESULT dict."""
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(config)],
+        [python, "-c", code, json.dumps(config)],
         env=env,
         capture_output=True,
         text=True,

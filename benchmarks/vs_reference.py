@@ -22,13 +22,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from agent_step import WORKER as OURS  # noqa: E402
 from common import cpu_model  # noqa: E402
 from common import load_average  # noqa: E402
+from common import run_code  # noqa: E402
 from common import run_worker  # noqa: E402
 
 REFERENCE = r"""
@@ -97,17 +97,7 @@ def run_reference(config, python, timeout):
     """The reference worker in its own Python; its RESULT dict or an error."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
-        [python, "-c", REFERENCE, json.dumps(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    return {**config, "error": proc.stderr[-2000:]}
+    return run_code(python, REFERENCE, config, env, timeout)
 
 
 def main():
