@@ -114,8 +114,9 @@ class ProcessEnvs:
         count: number of envs (>= 1).
         env_kwargs: keyword arguments for the name or callable (the same
             for every env; give each env its own seed through `reset`).
-        seed: int, sequence of ints, or None: seeds the first episode of an
-            env after a restart (each restart gets its own seed).
+        seed: int, sequence of ints, or None: seeds the first episode of
+            each standby process and of an env after a restart (each gets
+            its own seed derived from this one).
         timeout: seconds an env may take to answer a `step` or `reset`;
             past it the env process counts as hung and is restarted.
         start_timeout: seconds an env process may take to start and build
@@ -338,7 +339,7 @@ class ProcessEnvs:
         for i in processes:
             self._attach(i)
         for i in self._standbys:
-            self._send(i, ("reset", self._restart_seed(i)))
+            self._send(i, ("reset", self._process_seed(i)))
 
     def _spawn(self, i):
         parent, child = self._context.Pipe()
@@ -462,13 +463,13 @@ class ProcessEnvs:
                 kind, payload = "failed", f"the restarted env has spaces {payload}"
             if kind == "ready":
                 self._attach(i)
-                self._state.conns[i].send(("reset", self._restart_seed(i)))
+                self._state.conns[i].send(("reset", self._process_seed(i)))
                 kind, payload = self._gather([i], self.timeout, "reset")[i]
                 if kind == "ok":
                     return payload
             detail, what = payload, "restart"
 
-    def _restart_seed(self, i):
+    def _process_seed(self, i):
         if self._seed is None:
             return None
         entropy = [*np.atleast_1d(self._seed).tolist(), i, self.restarts[i]]
