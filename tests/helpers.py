@@ -110,10 +110,16 @@ class RecordLogs(keras.callbacks.Callback):
         self.logs.append(dict(logs))
 
 
-def read_jsonl(path):
-    """The lines of a JSONL file, checking that the last one is whole."""
+def read_jsonl(path, killed=False):
+    """The lines of a JSONL file, checking that the last one is whole.
+
+    `killed`: the writer was SIGKILLed, which can cut its last line (the kernel
+    may stop one write between pages); that line is dropped.
+    """
     with open(path) as file:
         text = file.read()
+    if killed and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
     assert text == "" or text.endswith("\n"), "torn last line"
     return [json.loads(line) for line in text.splitlines()]
 

@@ -162,7 +162,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = read_jsonl(tmp_path / "metrics.jsonl")
+    before = read_jsonl(tmp_path / "metrics.jsonl", killed=True)
     killed_at = max(line["step"] for line in before)
     assert 12 <= killed_at < 40
     checkpoint = max(int(n) for n in os.listdir(tmp_path / "ckpt") if n.isdigit())

@@ -1,4 +1,4 @@
-"""JSONLOutput: one JSON line of scalars per step, never a torn line."""
+"""JSONLOutput: one JSON line of scalars per step; a resumed file holds whole lines."""
 
 import json
 import math
@@ -23,10 +23,12 @@ class JSONLOutput(AsyncOutput):
     (NaN, +-inf) are written as `null`, so every line is strict JSON.
 
     Each line goes to the file in a single `os.write` on an `O_APPEND`
-    descriptor, so a crash leaves only whole lines; should a write fail half
-    way (e.g. a full disk) the file is cut back to its previous length. On
-    opening, a partial last line left by an earlier crash (e.g. a power cut)
-    is removed, with a warning.
+    descriptor, so lines never interleave and only the last line can be
+    incomplete; should a write fail half way (e.g. a full disk) the file is cut
+    back to its previous length. A process killed mid-write (SIGKILL, a power
+    cut) can still leave a partial last line: Linux may stop a write between
+    pages. On opening, such a line is removed, with a warning, so a resumed
+    run appends after whole lines only.
 
     Writes run on a worker thread (see `AsyncOutput`).
 
