@@ -543,3 +543,109 @@ def conv2d_same(x, kernel):
             ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
         )
     return ops.conv(x, kernel, strides=1, padding="same")
+
+
+def upsample2(x):
+    """Nearest-neighbour 2x upsampling of `[N, H, W, C]`.
+
+    Args:
+        x: tensor `[N, H, W, C]` with static H, W and C.
+
+    Returns:
+        Tensor `[N, 2H, 2W, C]`, each pixel repeated in a 2x2 block.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
+        >>> np.asarray(upsample2(x))[0, :, :, 0].astype(int).tolist()
+        [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    """
+    _, h, w, c = x.shape
+    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, 2, w, 2, c))
+    return ops.reshape(x, (-1, 2 * h, 2 * w, c))
+
+
+def upsample_fold(size):
+    """How a 'same' convolution of a 2x nearest-upsampled image reads the
+    original image.
+
+    Output pixel `2r + a` (parity `a`) of a size-`size` 'same' convolution
+    (padding `(size - 1) // 2` before) reads upsampled pixel `2r + a + i - lo`
+    at kernel tap `i`, which is original pixel `r + (a + i - lo) // 2`. The
+    taps of one parity that read the same original pixel can be summed into
+    one weight first.
+
+    Args:
+        size: the kernel size along one axis.
+
+    Returns:
+        `(fold, before, after)`: `fold[a, d, i] = 1` when tap `i` of parity
+        `a` reads original offset `d - before`, a float32 numpy array
+        `[2, before + after + 1, size]`; the original image needs `before`
+        pixels of zero padding before and `after` after.
+
+    Examples:
+        >>> fold, before, after = upsample_fold(5)
+        >>> fold[0].astype(int).tolist(), before, after
+        ([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], 1, 1)
+        >>> fold[1].astype(int).tolist()
+        [[1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
+    """
+    lo = (size - 1) // 2
+    offsets = [[(parity + i - lo) // 2 for i in range(size)] for parity in (0, 1)]
+    before = -min(min(row) for row in offsets)
+    after = max(max(row) for row in offsets)
+    fold = np.zeros((2, before + after + 1, size), np.float32)
+    for parity, row in enumerate(offsets):
+        for i, offset in enumerate(row):
+            fold[parity, offset + before, i] = 1.0
+    return fold, before, after
+
+
+def upsample_conv2d_same(x, kernel):
+    """`conv2d_same(upsample2(x), kernel)`, computed on the low-resolution `x`.
+
+    A nearest 2x upsampling followed by a KxK 'same' convolution is, exactly,
+    a smaller convolution of `x` (3x3 for K = 5) whose 4 x F outputs are the
+    four output pixels of each 2x2 block (each with its kernel taps summed
+    per original pixel, see `upsample_fold`), rearranged to `[N, 2H, 2W, F]`.
+    For K = 5 that is 36 multiply-adds per input pixel and channel pair where
+    the upsampled convolution does 100 (2.8x fewer), on a 4x wider output;
+    the values agree up to float rounding, and the gradients flow to the same
+    `kernel`.
+
+    Args:
+        x: `[N, H, W, C]` inputs (the image before upsampling).
+        kernel: `[KH, KW, C, F]` weights of the convolution after upsampling.
+
+    Returns:
+        `[N, 2H, 2W, F]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(8, dtype="float32").reshape(2, 2, 2, 1)
+        >>> k = np.linspace(-1, 1, 50, dtype="float32").reshape(5, 5, 1, 2)
+        >>> y = upsample_conv2d_same(x, k)
+        >>> bool(np.allclose(y, conv2d_same(upsample2(x), k), atol=1e-5))
+        True
+    """
+    kh, kw, channels, filters = kernel.shape
+    fold_h, top, bottom = upsample_fold(kh)
+    fold_w, left, right = upsample_fold(kw)
+    kernel = ops.convert_to_tensor(kernel)
+    folded = ops.einsum(
+        "adi,bej,ijco->decabo",
+        ops.cast(fold_h, kernel.dtype),
+        ops.cast(fold_w, kernel.dtype),
+        kernel,
+    )
+    folded = ops.reshape(folded, (*folded.shape[:3], 4 * filters))
+    if (top, left) == (bottom, right) and folded.shape[0] == folded.shape[1]:
+        y = conv2d_same(x, folded)  # centred: 'same' padding is (top, bottom)
+    else:
+        x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        y = ops.conv(x, folded, strides=1, padding="valid")
+    _, h, w, _ = y.shape
+    y = ops.reshape(y, (-1, h, w, 2, 2, filters))
+    y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(y, (-1, 2 * h, 2 * w, filters))

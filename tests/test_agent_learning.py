@@ -200,8 +200,9 @@ def test_policy_acts_with_the_latest_weights_during_fit():
 )
 def test_fit_rejects_an_env_that_does_not_match_the_agent(env_kwargs, culprit):
     actions = 4 if culprit == "action" else 3
-    agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(actions), preset="debug",
-                     mults=(4, 4))
+    agent = kd.Agent(
+        {"image": (16, 16, 3)}, kd.Discrete(actions), preset="debug", mults=(4, 4)
+    )
     agent.compile()
     env = kd.envs.make("default", **env_kwargs)
     data = kd.data.Collector(env, batch_size=2, batch_length=4, seed=0)

@@ -1,6 +1,8 @@
 """`kd.ops.conv2d_same` and `SameConv2D`: the values and both gradients of a
 'same' convolution equal a direct numpy convolution, whichever way the kernel
-gradient is computed (XLA's own, or matrix products on JAX)."""
+gradient is computed (XLA's own, or matrix products on JAX).
+`kd.ops.upsample_conv2d_same` and `UpsampleConv2D`: the same for a nearest 2x
+upsampling followed by a 'same' convolution."""
 
 import keras
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from keras_dreamer import ops as kdops
 from keras_dreamer.layers.common import SameConv2D
+from keras_dreamer.layers.common import UpsampleConv2D
 from tests.helpers import to_numpy
 from tests.helpers import value_and_grad
 
@@ -17,23 +20,22 @@ JAX = keras.backend.backend() == "jax"
 def numpy_conv_and_grads(x, kernel, out_grad):
     """`y = conv(x, K)` ('same', stride 1) and the gradients of `sum(y * g)`."""
     n, h, w, c = x.shape
-    size = kernel.shape[0]
-    lo = (size - 1) // 2
-    hi = size - 1 - lo
+    kh, kw = kernel.shape[:2]
+    top, left = (kh - 1) // 2, (kw - 1) // 2
     x = x.astype(np.float64)
-    padded = np.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    padded = np.pad(x, ((0, 0), (top, kh - 1 - top), (left, kw - 1 - left), (0, 0)))
     y = np.zeros((n, h, w, kernel.shape[-1]))
     k_grad = np.zeros(kernel.shape)
     padded_grad = np.zeros(padded.shape)
-    for i in range(size):
-        for j in range(size):
+    for i in range(kh):
+        for j in range(kw):
             window = padded[:, i : i + h, j : j + w, :]
             y += np.einsum("nhwc,cf->nhwf", window, kernel[i, j])
             k_grad[i, j] = np.einsum("nhwc,nhwf->cf", window, out_grad)
             padded_grad[:, i : i + h, j : j + w, :] += np.einsum(
                 "nhwf,cf->nhwc", out_grad, kernel[i, j]
             )
-    return y, padded_grad[:, lo : lo + h, lo : lo + w, :], k_grad
+    return y, padded_grad[:, top : top + h, left : left + w, :], k_grad
 
 
 @pytest.mark.parametrize("mode", ["xla", "matmul"])
@@ -102,3 +104,75 @@ def test_same_conv2d_equals_keras_conv2d(monkeypatch, padding, strides):
     )
     assert type(restored) is SameConv2D
     assert restored.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize("mode", ["xla", "matmul"])
+@pytest.mark.parametrize(
+    "kernel_size, channels, filters",
+    [
+        ((5, 5), 3, 4),
+        ((5, 5), 4, 1),
+        ((3, 3), 2, 3),
+        ((4, 4), 3, 2),
+        ((2, 2), 2, 2),
+        ((1, 1), 3, 2),
+        ((6, 6), 2, 3),
+        ((5, 3), 3, 2),
+    ],
+)
+def test_upsample_conv_values_and_gradients_match_numpy(
+    monkeypatch, mode, kernel_size, channels, filters
+):
+    monkeypatch.setenv(kdops.CONV_GRAD_ENV, mode)
+    rng = np.random.default_rng(sum(kernel_size) + channels)
+    x = rng.normal(size=(3, 4, 5, channels)).astype(np.float32)
+    kernel = rng.normal(size=(*kernel_size, channels, filters)).astype(np.float32)
+    out_grad = rng.normal(size=(3, 8, 10, filters)).astype(np.float32)
+    # The definition: repeat every pixel in a 2x2 block, then convolve; the
+    # input gradient sums the upsampled image's gradient over each block.
+    upsampled = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    y, up_grad, k_grad = numpy_conv_and_grads(upsampled, kernel, out_grad)
+    x_grad = up_grad.reshape(3, 4, 2, 5, 2, channels).sum(axis=(2, 4))
+    x_var, k_var = keras.Variable(x), keras.Variable(kernel)
+    got = to_numpy(kdops.upsample_conv2d_same(x, kernel))
+    _, grads = value_and_grad(
+        lambda: keras.ops.sum(kdops.upsample_conv2d_same(x_var, k_var) * out_grad),
+        [x_var, k_var],
+    )
+    for name, value, want in zip(
+        ("values", "input gradient", "kernel gradient"),
+        (got, *to_numpy(grads)),
+        (y, x_grad, k_grad),
+    ):
+        np.testing.assert_allclose(value, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_upsample_conv2d_equals_keras_upsampling_then_conv2d():
+    x = np.random.default_rng(1).normal(size=(2, 4, 6, 3)).astype(np.float32)
+    ours = UpsampleConv2D(4, 5, padding="same", activation="silu")
+    theirs = keras.Sequential(
+        [
+            keras.layers.UpSampling2D(2, interpolation="nearest"),
+            keras.layers.Conv2D(4, 5, padding="same", activation="silu"),
+        ]
+    )
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    want = to_numpy(theirs(x))
+    assert want.shape == (2, 8, 12, 4) == ours.compute_output_shape(x.shape)
+    np.testing.assert_allclose(to_numpy(ours(x)), want, rtol=1e-4, atol=1e-5)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(ours)
+    )
+    assert type(restored) is UpsampleConv2D
+    assert restored.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"padding": "valid"}, {"strides": 2}, {"dilation_rate": 2}]
+)
+def test_upsample_conv2d_rejects_what_it_cannot_fold(kwargs):
+    arguments = {"padding": "same", **kwargs}
+    with pytest.raises(ValueError, match="UpsampleConv2D 'up'.*padding='same'"):
+        UpsampleConv2D(4, 5, name="up", **arguments)

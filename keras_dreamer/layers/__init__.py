@@ -2,6 +2,8 @@
 
 from keras_dreamer.layers.actor import Actor
 from keras_dreamer.layers.block_linear import BlockLinear
+from keras_dreamer.layers.common import SameConv2D
+from keras_dreamer.layers.common import UpsampleConv2D
 from keras_dreamer.layers.critic import Critic
 from keras_dreamer.layers.decoder import Decoder
 from keras_dreamer.layers.dense import DenseNormAct
@@ -26,4 +28,6 @@ __all__ = [
     "ReturnNormalizer",
     "RewardHead",
     "RSSM",
+    "SameConv2D",
+    "UpsampleConv2D",
 ]

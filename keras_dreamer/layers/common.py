@@ -1,8 +1,9 @@
-"""Pieces shared by the layers: the fan-in initialiser and the convolution."""
+"""Pieces shared by the layers: the fan-in initialiser and the convolutions."""
 
 import keras
 
 from keras_dreamer.ops import conv2d_same
+from keras_dreamer.ops import upsample_conv2d_same
 
 
 def fan_in_init(scale=1.0, blocks=1):
@@ -35,7 +36,7 @@ def fan_in_init(scale=1.0, blocks=1):
     )
 
 
-def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
+def conv2d(filters, kernel, name, dtype=None, outscale=1.0, upsample=False):
     """A 'same'-padded, stride-1 `keras.layers.Conv2D` with the fan-in init.
 
     Args:
@@ -44,15 +45,18 @@ def conv2d(filters, kernel, name, dtype=None, outscale=1.0):
         name: layer name.
         dtype: dtype policy.
         outscale: initial weight scale (see `fan_in_init`).
+        upsample: upsample the input 2x (nearest) before the convolution.
 
     Returns:
-        A `SameConv2D` (a `keras.layers.Conv2D`).
+        A `SameConv2D` (a `keras.layers.Conv2D`), an `UpsampleConv2D` with
+        `upsample=True`.
 
     Examples:
         >>> conv2d(8, 5, "conv0").padding
         'same'
     """
-    return SameConv2D(
+    cls = UpsampleConv2D if upsample else SameConv2D
+    return cls(
         filters,
         kernel,
         padding="same",
@@ -85,17 +89,71 @@ class SameConv2D(keras.layers.Conv2D):
         (2, 8, 8, 4)
     """
 
-    def call(self, inputs):
-        plain = (
+    def _plain(self):
+        return (
             self.padding == "same"
             and tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
             and self.groups == 1
             and self.data_format == "channels_last"
         )
-        if not plain:
+
+    def call(self, inputs):
+        if not self._plain():
             return super().call(inputs)
         outputs = conv2d_same(inputs, self.kernel)
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="keras_dreamer")
+class UpsampleConv2D(SameConv2D):
+    """Nearest-neighbour 2x upsampling, then a 'same', stride-1 `Conv2D`.
+
+    The same function, weights and config as `keras.layers.UpSampling2D(2)`
+    followed by `keras.layers.Conv2D(..., padding="same")`, computed without
+    the upsampled image: `keras_dreamer.ops.upsample_conv2d_same` folds the
+    kernel into a smaller convolution of the low-resolution input (2.8x fewer
+    multiply-adds for a 5x5 kernel). A decoder stage is one such layer.
+
+    Args:
+        *args: `keras.layers.Conv2D` arguments.
+        **kwargs: `keras.layers.Conv2D` keyword arguments; `padding` must be
+            "same" and `strides`, `dilation_rate` and `groups` 1, channels
+            last.
+
+    Returns:
+        Called on `[N, H, W, C]`, the `[N, 2H, 2W, filters]` outputs.
+
+    Raises:
+        ValueError: another padding, stride, dilation, grouping or layout.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = UpsampleConv2D(4, 5, padding="same")
+        >>> tuple(layer(np.zeros((2, 8, 8, 3), "float32")).shape)
+        (2, 16, 16, 4)
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self._plain():
+            raise ValueError(
+                f"UpsampleConv2D {self.name!r} supports padding='same', strides 1, "
+                f"dilation 1, groups 1 and channels_last only; got padding="
+                f"{self.padding!r}, strides={self.strides}, dilation_rate="
+                f"{self.dilation_rate}, groups={self.groups}, data_format="
+                f"{self.data_format!r}."
+            )
+
+    def call(self, inputs):
+        outputs = upsample_conv2d_same(inputs, self.kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        double = [None if d is None else 2 * d for d in (h, w)]
+        return (n, *double, self.filters)

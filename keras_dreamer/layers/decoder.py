@@ -13,27 +13,8 @@ from keras_dreamer.layers.encoder import serialize_obs_space
 from keras_dreamer.layers.encoder import split_obs_space
 from keras_dreamer.layers.encoder import vector_width
 from keras_dreamer.layers.norm import RMSNorm
+from keras_dreamer.ops import upsample2  # noqa: F401 (its earlier home)
 from keras_dreamer.spaces import Discrete
-
-
-def upsample2(x):
-    """Nearest-neighbour 2x upsampling of `[N, H, W, C]`.
-
-    Args:
-        x: tensor `[N, H, W, C]` with static H, W and C.
-
-    Returns:
-        Tensor `[N, 2H, 2W, C]`, each pixel repeated in a 2x2 block.
-
-    Examples:
-        >>> import numpy as np
-        >>> x = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
-        >>> np.asarray(upsample2(x))[0, :, :, 0].astype(int).tolist()
-        [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
-    """
-    _, h, w, c = x.shape
-    x = ops.broadcast_to(x[:, :, None, :, None, :], (ops.shape(x)[0], h, 2, w, 2, c))
-    return ops.reshape(x, (-1, 2 * h, 2 * w, c))
 
 
 @keras.saving.register_keras_serializable(package="keras_dreamer")
@@ -46,6 +27,8 @@ class Decoder(keras.layers.Layer):
     low-resolution feature map, normalised and activated; then
     `len(mults) - 1` stages of nearest 2x upsampling, `Conv2D`, RMSNorm and
     SiLU, a last upsampling and `Conv2D` to the image channels, and a sigmoid.
+    Each upsampling and its convolution are one `UpsampleConv2D`, which
+    computes them on the low-resolution input.
     The output is in [0, 1], split back into the image keys.
 
     Vectors: `layers` `Linear -> RMSNorm -> SiLU` blocks on
@@ -119,10 +102,14 @@ class Decoder(keras.layers.Layer):
             self.space_norm = RMSNorm(name="spnorm", **kw)
             self.convs, self.conv_norms = [], []
             for i, channels in enumerate(depths[1:]):
-                self.convs.append(conv2d(channels, kernel, f"conv{i}", **kw))
+                self.convs.append(
+                    conv2d(channels, kernel, f"conv{i}", upsample=True, **kw)
+                )
                 self.conv_norms.append(RMSNorm(name=f"conv{i}norm", **kw))
             channels = sum(image_channels(self.spaces[k]) for k in self.image_keys)
-            self.image_out = conv2d(channels, kernel, "imgout", outscale=outscale, **kw)
+            self.image_out = conv2d(
+                channels, kernel, "imgout", outscale=outscale, upsample=True, **kw
+            )
         self.mlp, self.vector_out = [], {}
         if self.vector_keys:
             self.mlp = [
@@ -147,11 +134,10 @@ class Decoder(keras.layers.Layer):
             self.space_norm.build((None, h, w, self.base_channels))
             channels = self.base_channels
             for conv, norm in zip(self.convs, self.conv_norms):
-                h, w = 2 * h, 2 * w
-                conv.build((None, h, w, channels))
-                channels = conv.filters
+                conv.build((None, h, w, channels))  # upsamples 2x
+                h, w, channels = 2 * h, 2 * w, conv.filters
                 norm.build((None, h, w, channels))
-            self.image_out.build((None, 2 * h, 2 * w, channels))
+            self.image_out.build((None, h, w, channels))
         if self.vector_keys:
             width = deter + flat_stoch
             for layer in self.mlp:
@@ -190,8 +176,8 @@ class Decoder(keras.layers.Layer):
         )
         x = self.activation(self.space_norm(x0 + x1))
         for conv, norm in zip(self.convs, self.conv_norms):
-            x = self.activation(norm(conv(upsample2(x))))
-        x = ops.sigmoid(ops.cast(self.image_out(upsample2(x)), "float32"))
+            x = self.activation(norm(conv(x)))  # conv upsamples 2x first
+        x = ops.sigmoid(ops.cast(self.image_out(x), "float32"))
         outputs, start = {}, 0
         for key in self.image_keys:
             space = self.spaces[key]
