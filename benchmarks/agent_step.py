@@ -9,7 +9,8 @@ times `agent.policy` (one compiled acting step, noise drawn on the host) for
 1 and 16 envs. Medians of the timed steps after the first (compile) step.
 Each update's achieved GFLOP/s is printed as a percentage of the float32
 matmul ceiling measured in the same worker (see `flops.py`; the FLOPs are
-counted once per preset and kind from the JAX program of the train step).
+counted once per preset and kind from the JAX program of the train step;
+"ref." is the reference algorithm's FLOPs per second of ours, see `flops.py`).
 
     python benchmarks/agent_step.py                       # size1m, size12m
     python benchmarks/agent_step.py --presets size1m --backends tensorflow
@@ -28,6 +29,7 @@ from common import load_average  # noqa: E402
 from common import run_worker  # noqa: E402
 from flops import count_update_flops  # noqa: E402
 from flops import gflops_line  # noqa: E402
+from flops import reference_flops  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -91,11 +93,12 @@ def main():
     parser.add_argument("--timeout", type=int, default=3600)
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}; load average at start {load_average()}", flush=True)
-    flop = {}
+    flop, ref_flop = {}, {}
     for preset in args.presets:
         for kind in ("world_model", "agent"):
             count = count_update_flops(kind, preset, args.batch, args.length)
             flop[preset, kind] = count.get("counted", {}).get("flops")
+            ref_flop[preset, kind] = reference_flops(count)
             print(f"{preset} {kind}: {count.get('counted', count)}", flush=True)
     results = []
     for preset in args.presets:
@@ -115,7 +118,17 @@ def main():
                     rate, pct = gflops_line(
                         flop[preset, kind], result["median_s"], result["ceiling_gflops"]
                     )
-                    result.update(flop=flop[preset, kind], gflops=rate, pct_ceiling=pct)
+                    _, ref_pct = gflops_line(
+                        ref_flop[preset, kind],
+                        result["median_s"],
+                        result["ceiling_gflops"],
+                    )
+                    result.update(
+                        flop=flop[preset, kind],
+                        gflops=rate,
+                        pct_ceiling=pct,
+                        reference_pct_ceiling=ref_pct,
+                    )
                 print(json.dumps(result), flush=True)
                 results.append(result)
     print()
@@ -139,8 +152,10 @@ def main():
             f"| {agent['median_s'] / wm['median_s']:.2f} | {agent['first_step_s']} "
             f"| {agent['peak_rss_gb']} | {agent['policy_ms_1']} "
             f"| {agent['policy_ms_16']} "
-            f"| {wm['gflops']} ({wm['pct_ceiling']}%) "
-            f"| {agent['gflops']} ({agent['pct_ceiling']}%) "
+            f"| {wm['gflops']} ({wm['pct_ceiling']}%; ref. "
+            f"{wm['reference_pct_ceiling']}%) "
+            f"| {agent['gflops']} ({agent['pct_ceiling']}%; ref. "
+            f"{agent['reference_pct_ceiling']}%) "
             f"| {agent['device']} | {agent['peak_device_gb']} "
             f"| {wm['load'][0]}-{agent['load'][1]} |"
         )

@@ -11,7 +11,9 @@ same process (before and after the timed updates; the higher is used) and
 prints the update's achieved GFLOP/s as a percentage of it. The FLOPs of the
 update are counted once per preset from its JAX program (see `flops.py`:
 matrix products and convolutions of the forward pass, the backward pass and
-the optimizer).
+the optimizer); the reference-algorithm GFLOP/s counts the decoder's
+convolutions on upsampled images, as the reference computes them (see
+`flops.py`).
 
     python benchmarks/train_step.py                     # debug, size1m, size12m
     python benchmarks/train_step.py --presets size1m --steps 5 --backends jax
@@ -34,6 +36,7 @@ from common import load_average  # noqa: E402
 from common import run_worker  # noqa: E402
 from flops import count_update_flops  # noqa: E402
 from flops import gflops_line  # noqa: E402
+from flops import reference_flops  # noqa: E402
 
 WORKER = r"""
 import json, os, resource, sys, time
@@ -131,10 +134,10 @@ def main():
     jit = {"default": None, "true": True, "false": False}[args.jit]
     overrides = {"mults": args.mults} if args.mults else {}
     print(f"CPU: {cpu_model()}; load average at start {load_average()}", flush=True)
-    flop = {}
+    flop, ref_flop = {}, {}
     for preset in args.presets:
         if args.flop:
-            flop[preset] = args.flop
+            flop[preset] = ref_flop[preset] = args.flop
             continue
         count = count_update_flops(
             "world_model",
@@ -147,6 +150,7 @@ def main():
             args.timeout,
         )
         flop[preset] = count.get("counted", {}).get("flops")
+        ref_flop[preset] = reference_flops(count)
         print(
             f"{preset}: {flop[preset] and flop[preset] / 1e9:.1f} GFLOP per update "
             "(counted from the JAX program)"
@@ -184,20 +188,32 @@ def main():
                     result["median_ms"] / 1000,
                     result["ceiling_gflops"],
                 )
-                result.update(flop=flop[preset], gflops=rate, pct_ceiling=pct)
+                ref_rate, ref_pct = gflops_line(
+                    ref_flop[preset],
+                    result["median_ms"] / 1000,
+                    result["ceiling_gflops"],
+                )
+                result.update(
+                    flop=flop[preset],
+                    gflops=rate,
+                    pct_ceiling=pct,
+                    reference_flop=ref_flop[preset],
+                    reference_gflops=ref_rate,
+                    reference_pct_ceiling=ref_pct,
+                )
             print(json.dumps(result), flush=True)
             results.append(result)
     print()
     print(
         "| backend | preset | conv grad | params | ms / update (median) | frames/s "
-        "| GFLOP/s | % of matmul ceiling (GFLOP/s) | first step s | peak RSS GiB "
-        "| load |"
+        "| GFLOP/s | % of matmul ceiling (GFLOP/s) | reference-algorithm GFLOP/s "
+        "(% of ceiling) | first step s | peak RSS GiB | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if "error" in r:
             print(
-                f"| {r['backend']} | {r['preset']} | {r['conv_grad']} | error |||||||"
+                f"| {r['backend']} | {r['preset']} | {r['conv_grad']} | error ||||||||"
             )
             continue
         print(
@@ -205,6 +221,7 @@ def main():
             f"| {r['median_ms']:,} "
             f"| {r['frames_per_s']:,} | {r['gflops']} "
             f"| {r['pct_ceiling']}% ({r['ceiling_gflops']}) "
+            f"| {r.get('reference_gflops')} ({r.get('reference_pct_ceiling')}%) "
             f"| {r['first_step_s']} | {r['peak_rss_gb']} "
             f"| {r['load'][0]}-{r['load'][1]} |"
         )
