@@ -76,8 +76,9 @@ class SameConv2D(keras.layers.Conv2D):
     config and outputs are `Conv2D`'s.
 
     Args:
-        *args: `keras.layers.Conv2D` arguments.
-        **kwargs: `keras.layers.Conv2D` keyword arguments.
+        filters: output channels.
+        kernel_size: kernel size (an int or a pair).
+        **kwargs: the other `keras.layers.Conv2D` arguments.
 
     Returns:
         Called on `[N, H, W, C]`, the `[N, H, W, filters]` outputs.
@@ -88,6 +89,10 @@ class SameConv2D(keras.layers.Conv2D):
         >>> tuple(layer(np.zeros((2, 8, 8, 3), "float32")).shape)
         (2, 8, 8, 4)
     """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        # Spelled out so that the API docs can read the arguments.
+        super().__init__(filters, kernel_size, **kwargs)
 
     def _plain(self):
         return (
@@ -118,9 +123,10 @@ class UpsampleConv2D(SameConv2D):
     multiply-adds for a 5x5 kernel). A decoder stage is one such layer.
 
     Args:
-        *args: `keras.layers.Conv2D` arguments.
-        **kwargs: `keras.layers.Conv2D` keyword arguments; `padding` must be
-            "same" and `strides`, `dilation_rate` and `groups` 1, channels
+        filters: output channels.
+        kernel_size: kernel size (an int or a pair).
+        **kwargs: the other `keras.layers.Conv2D` arguments; `padding` must
+            be "same" and `strides`, `dilation_rate` and `groups` 1, channels
             last.
 
     Returns:
@@ -136,8 +142,8 @@ class UpsampleConv2D(SameConv2D):
         (2, 16, 16, 4)
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
         if not self._plain():
             raise ValueError(
                 f"UpsampleConv2D {self.name!r} supports padding='same', strides 1, "
