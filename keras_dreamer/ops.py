@@ -649,3 +649,111 @@ def upsample_conv2d_same(x, kernel):
     y = ops.reshape(y, (-1, h, w, 2, 2, filters))
     y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
     return ops.reshape(y, (-1, 2 * h, 2 * w, filters))
+
+
+def max_pool2(x):
+    """2x2 max pooling (stride 2) of `[N, H, W, C]` with even H and W.
+
+    Written as a reshape and a max so its gradient is a cheap mask rather than
+    XLA's select-and-scatter, which is slow on CPU.
+
+    Args:
+        x: tensor `[N, H, W, C]` with static, even H and W.
+
+    Returns:
+        Tensor `[N, H / 2, W / 2, C]`.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+        >>> np.asarray(max_pool2(x))[0, :, :, 0].astype(int).tolist()
+        [[5, 7], [13, 15]]
+    """
+    _, h, w, c = x.shape
+    x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c))
+    return ops.max(x, axis=(2, 4))
+
+
+def space_to_depth_fold(size):
+    """How a size-`size` 'same' convolution reads a 2x2 space-to-depth image.
+
+    Output pixel `2r + a` (parity `a`) reads input pixel `2r + a + i - lo` at
+    kernel tap `i` (`lo = (size - 1) // 2`), which is pixel `r + d` of the
+    space-to-depth image at phase `p`, where `2d + p = a + i - lo`.
+
+    Args:
+        size: the kernel size along one axis.
+
+    Returns:
+        `(fold, before, after)`: `fold[a, d, p, i] = 1` when tap `i` of
+        parity `a` reads offset `d - before` at phase `p`, a float32 numpy
+        array `[2, before + after + 1, 2, size]`, and the zero padding the
+        space-to-depth image needs before and after.
+
+    Examples:
+        >>> fold, before, after = space_to_depth_fold(5)
+        >>> fold.shape, before, after
+        ((2, 3, 2, 5), 1, 1)
+        >>> [int(i) for i in fold[1].reshape(6, 5).argmax(-1)]
+        [0, 0, 1, 2, 3, 4]
+    """
+    lo = (size - 1) // 2
+    steps = [[parity + i - lo for i in range(size)] for parity in (0, 1)]
+    before = -min(step // 2 for row in steps for step in row)
+    after = max(step // 2 for row in steps for step in row)
+    fold = np.zeros((2, before + after + 1, 2, size), np.float32)
+    for parity, row in enumerate(steps):
+        for i, step in enumerate(row):
+            fold[parity, step // 2 + before, step % 2, i] = 1.0
+    return fold, before, after
+
+
+def conv2d_same_pooled_blocks(x, kernel):
+    """The four outputs of each 2x2 block of `conv2d_same(x, kernel)`, computed
+    as one convolution of the space-to-depth image of `x`.
+
+    A stride-1 KxK 'same' convolution is, exactly, a smaller convolution (3x3
+    for K = 5) of the image rearranged into 2x2 blocks (`[H/2, W/2, 4C]`)
+    whose 4F outputs are the four pixels of each block (`space_to_depth_fold`).
+    It does 1.44x the multiply-adds for K = 5, with 4x the input and output
+    channels: for an image input of 1 to 4 channels that is much faster than
+    the convolution itself. `max_pool2` of the convolution is then a max over
+    the block axis, with no spatial rearrangement.
+
+    Args:
+        x: `[N, H, W, C]` inputs, H and W even.
+        kernel: `[KH, KW, C, F]` weights.
+
+    Returns:
+        `[N, H/2, W/2, 4, F]`: block position (row-major over the 2x2 block)
+        before channels.
+
+    Examples:
+        >>> import numpy as np
+        >>> x = np.linspace(-1, 1, 96, dtype="float32").reshape(2, 4, 4, 3)
+        >>> k = np.linspace(-1, 1, 150, dtype="float32").reshape(5, 5, 3, 2)
+        >>> pooled = np.asarray(conv2d_same_pooled_blocks(x, k)).max(axis=3)
+        >>> bool(np.allclose(pooled, max_pool2(conv2d_same(x, k)), atol=1e-5))
+        True
+    """
+    kh, kw, channels, filters = kernel.shape
+    _, h, w, _ = x.shape
+    fold_h, top, bottom = space_to_depth_fold(kh)
+    fold_w, left, right = space_to_depth_fold(kw)
+    kernel = ops.convert_to_tensor(kernel)
+    folded = ops.einsum(
+        "adpi,beqj,ijco->depqcabo",
+        ops.cast(fold_h, kernel.dtype),
+        ops.cast(fold_w, kernel.dtype),
+        kernel,
+    )
+    folded = ops.reshape(folded, (*folded.shape[:2], 4 * channels, 4 * filters))
+    x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    x = ops.reshape(x, (-1, h // 2, w // 2, 4 * channels))
+    if (top, left) == (bottom, right) and folded.shape[0] == folded.shape[1]:
+        y = conv2d_same(x, folded)
+    else:
+        x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        y = ops.conv(x, folded, strides=1, padding="valid")
+    return ops.reshape(y, (-1, h // 2, w // 2, 4, filters))

@@ -2,13 +2,15 @@
 'same' convolution equal a direct numpy convolution, whichever way the kernel
 gradient is computed (XLA's own, or matrix products on JAX).
 `kd.ops.upsample_conv2d_same` and `UpsampleConv2D`: the same for a nearest 2x
-upsampling followed by a 'same' convolution."""
+upsampling followed by a 'same' convolution; `kd.ops.conv2d_same_pooled_blocks`
+and `PoolConv2D` for a 'same' convolution followed by 2x2 max pooling."""
 
 import keras
 import numpy as np
 import pytest
 
 from keras_dreamer import ops as kdops
+from keras_dreamer.layers.common import PoolConv2D
 from keras_dreamer.layers.common import SameConv2D
 from keras_dreamer.layers.common import UpsampleConv2D
 from tests.helpers import to_numpy
@@ -176,3 +178,81 @@ def test_upsample_conv2d_rejects_what_it_cannot_fold(kwargs):
     arguments = {"padding": "same", **kwargs}
     with pytest.raises(ValueError, match="UpsampleConv2D 'up'.*padding='same'"):
         UpsampleConv2D(4, 5, name="up", **arguments)
+
+
+@pytest.mark.parametrize("mode", ["xla", "matmul"])
+@pytest.mark.parametrize(
+    "kernel_size, channels, filters",
+    [
+        ((5, 5), 3, 4),
+        ((3, 3), 1, 2),
+        ((4, 4), 3, 2),
+        ((2, 2), 2, 3),
+        ((1, 1), 3, 2),
+        ((6, 6), 2, 2),
+        ((5, 3), 4, 3),
+    ],
+)
+def test_pooled_conv_values_and_gradients_match_numpy(
+    monkeypatch, mode, kernel_size, channels, filters
+):
+    monkeypatch.setenv(kdops.CONV_GRAD_ENV, mode)
+    rng = np.random.default_rng(sum(kernel_size) * channels)
+    x = rng.normal(size=(3, 8, 6, channels)).astype(np.float32)
+    kernel = rng.normal(size=(*kernel_size, channels, filters)).astype(np.float32)
+    out_grad = rng.normal(size=(3, 4, 3, filters)).astype(np.float32)
+    # The definition: the convolution, then the max of each 2x2 block; the
+    # gradient flows through each block's maximum.
+    conv = numpy_conv_and_grads(x, kernel, np.zeros((3, 8, 6, filters)))[0]
+    blocks = conv.reshape(3, 4, 2, 3, 2, filters)
+    pooled = blocks.max(axis=(2, 4))
+    is_max = blocks == pooled[:, :, None, :, None, :]
+    conv_grad = (is_max * out_grad[:, :, None, :, None, :]).reshape(conv.shape)
+    _, x_grad, k_grad = numpy_conv_and_grads(x, kernel, conv_grad)
+
+    def pooled_conv(x, kernel):
+        return keras.ops.max(kdops.conv2d_same_pooled_blocks(x, kernel), axis=3)
+
+    x_var, k_var = keras.Variable(x), keras.Variable(kernel)
+    got = to_numpy(pooled_conv(x, kernel))
+    _, grads = value_and_grad(
+        lambda: keras.ops.sum(pooled_conv(x_var, k_var) * out_grad), [x_var, k_var]
+    )
+    for name, value, want in zip(
+        ("values", "input gradient", "kernel gradient"),
+        (got, *to_numpy(grads)),
+        (pooled, x_grad, k_grad),
+    ):
+        np.testing.assert_allclose(value, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("channels", [3, 6])  # space-to-depth, plain
+def test_pool_conv2d_equals_keras_conv2d_then_max_pooling(channels):
+    x = np.random.default_rng(2).normal(size=(2, 8, 12, channels)).astype(np.float32)
+    ours = PoolConv2D(4, 5, padding="same", activation="silu")
+    theirs = keras.Sequential(
+        [
+            keras.layers.Conv2D(4, 5, padding="same", activation="silu"),
+            keras.layers.MaxPooling2D(2),
+        ]
+    )
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    want = to_numpy(theirs(x))
+    assert want.shape == (2, 4, 6, 4) == ours.compute_output_shape(x.shape)
+    np.testing.assert_allclose(to_numpy(ours(x)), want, rtol=1e-4, atol=1e-5)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(ours)
+    )
+    assert type(restored) is PoolConv2D
+    assert restored.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"padding": "valid"}, {"strides": 2}, {"dilation_rate": 2}]
+)
+def test_pool_conv2d_rejects_what_it_cannot_fold(kwargs):
+    arguments = {"padding": "same", **kwargs}
+    with pytest.raises(ValueError, match="PoolConv2D 'pooled'.*padding='same'"):
+        PoolConv2D(4, 5, name="pooled", **arguments)

@@ -2,6 +2,7 @@
 
 from keras_dreamer.layers.actor import Actor
 from keras_dreamer.layers.block_linear import BlockLinear
+from keras_dreamer.layers.common import PoolConv2D
 from keras_dreamer.layers.common import SameConv2D
 from keras_dreamer.layers.common import UpsampleConv2D
 from keras_dreamer.layers.critic import Critic
@@ -24,6 +25,7 @@ __all__ = [
     "DenseNormAct",
     "Encoder",
     "MLPHead",
+    "PoolConv2D",
     "RMSNorm",
     "ReturnNormalizer",
     "RewardHead",

@@ -1,8 +1,11 @@
 """Pieces shared by the layers: the fan-in initialiser and the convolutions."""
 
 import keras
+from keras import ops
 
 from keras_dreamer.ops import conv2d_same
+from keras_dreamer.ops import conv2d_same_pooled_blocks
+from keras_dreamer.ops import max_pool2
 from keras_dreamer.ops import upsample_conv2d_same
 
 
@@ -36,7 +39,7 @@ def fan_in_init(scale=1.0, blocks=1):
     )
 
 
-def conv2d(filters, kernel, name, dtype=None, outscale=1.0, upsample=False):
+def conv2d(filters, kernel, name, dtype=None, outscale=1.0, upsample=False, pool=False):
     """A 'same'-padded, stride-1 `keras.layers.Conv2D` with the fan-in init.
 
     Args:
@@ -46,16 +49,17 @@ def conv2d(filters, kernel, name, dtype=None, outscale=1.0, upsample=False):
         dtype: dtype policy.
         outscale: initial weight scale (see `fan_in_init`).
         upsample: upsample the input 2x (nearest) before the convolution.
+        pool: max-pool the output 2x2 after the convolution.
 
     Returns:
         A `SameConv2D` (a `keras.layers.Conv2D`), an `UpsampleConv2D` with
-        `upsample=True`.
+        `upsample=True`, a `PoolConv2D` with `pool=True`.
 
     Examples:
         >>> conv2d(8, 5, "conv0").padding
         'same'
     """
-    cls = UpsampleConv2D if upsample else SameConv2D
+    cls = UpsampleConv2D if upsample else PoolConv2D if pool else SameConv2D
     return cls(
         filters,
         kernel,
@@ -163,3 +167,67 @@ class UpsampleConv2D(SameConv2D):
         n, h, w, _ = input_shape
         double = [None if d is None else 2 * d for d in (h, w)]
         return (n, *double, self.filters)
+
+
+# Inputs with at most this many channels (an image) take the space-to-depth
+# path of `PoolConv2D`: measured faster there on both backends (RESULTS.md).
+SPACE_TO_DEPTH_MAX_CHANNELS = 4
+
+
+@keras.saving.register_keras_serializable(package="keras_dreamer")
+class PoolConv2D(SameConv2D):
+    """A 'same', stride-1 `Conv2D`, then 2x2 max pooling (stride 2).
+
+    The same function, weights and config as `keras.layers.Conv2D(...,
+    padding="same")` followed by `keras.layers.MaxPooling2D(2)`. For inputs
+    of at most `SPACE_TO_DEPTH_MAX_CHANNELS` channels (an image) the
+    convolution runs on the 2x2 space-to-depth image
+    (`keras_dreamer.ops.conv2d_same_pooled_blocks`), where XLA's and oneDNN's
+    kernels are several times faster than on 3 channels, and the pooling is
+    a max over the four outputs of each block. An encoder stage is one such
+    layer.
+
+    Args:
+        filters: output channels.
+        kernel_size: kernel size (an int or a pair).
+        **kwargs: the other `keras.layers.Conv2D` arguments; `padding` must
+            be "same" and `strides`, `dilation_rate` and `groups` 1, channels
+            last.
+
+    Returns:
+        Called on `[N, H, W, C]` with even H and W, the `[N, H/2, W/2,
+        filters]` outputs.
+
+    Raises:
+        ValueError: another padding, stride, dilation, grouping or layout.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = PoolConv2D(4, 5, padding="same")
+        >>> tuple(layer(np.zeros((2, 8, 8, 3), "float32")).shape)
+        (2, 4, 4, 4)
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if not self._plain():
+            raise ValueError(
+                f"PoolConv2D {self.name!r} supports padding='same', strides 1, "
+                f"dilation 1, groups 1 and channels_last only; got padding="
+                f"{self.padding!r}, strides={self.strides}, dilation_rate="
+                f"{self.dilation_rate}, groups={self.groups}, data_format="
+                f"{self.data_format!r}."
+            )
+
+    def call(self, inputs):
+        if inputs.shape[-1] > SPACE_TO_DEPTH_MAX_CHANNELS:
+            return max_pool2(super().call(inputs))
+        blocks = conv2d_same_pooled_blocks(inputs, self.kernel)
+        if self.use_bias:
+            blocks = blocks + self.bias
+        return ops.max(self.activation(blocks), axis=3)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        half = [None if d is None else d // 2 for d in (h, w)]
+        return (n, *half, self.filters)

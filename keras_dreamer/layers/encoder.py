@@ -7,6 +7,7 @@ from keras_dreamer import ops as kdops
 from keras_dreamer.layers.common import conv2d
 from keras_dreamer.layers.dense import DenseNormAct
 from keras_dreamer.layers.norm import RMSNorm
+from keras_dreamer.ops import max_pool2  # noqa: F401 (its earlier home)
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_obs_space
 
@@ -106,29 +107,6 @@ def flatten_leading(x, keep):
     return ops.reshape(x, (-1, *shape[len(shape) - keep :])), lead
 
 
-def max_pool2(x):
-    """2x2 max pooling (stride 2) of `[N, H, W, C]` with even H and W.
-
-    Written as a reshape and a max so its gradient is a cheap mask rather than
-    XLA's select-and-scatter, which is slow on CPU.
-
-    Args:
-        x: tensor `[N, H, W, C]` with static, even H and W.
-
-    Returns:
-        Tensor `[N, H / 2, W / 2, C]`.
-
-    Examples:
-        >>> import numpy as np
-        >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
-        >>> np.asarray(max_pool2(x))[0, :, :, 0].astype(int).tolist()
-        [[5, 7], [13, 15]]
-    """
-    _, h, w, c = x.shape
-    x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c))
-    return ops.max(x, axis=(2, 4))
-
-
 @keras.saving.register_keras_serializable(package="keras_dreamer")
 class Encoder(keras.layers.Layer):
     """Maps an observation dict to one token vector per step.
@@ -188,7 +166,9 @@ class Encoder(keras.layers.Layer):
         self.convs, self.conv_norms = [], []
         if self.image_keys:
             for i, mult in enumerate(self.mults):
-                self.convs.append(conv2d(depth * mult, kernel, f"conv{i}", **kw))
+                self.convs.append(
+                    conv2d(depth * mult, kernel, f"conv{i}", pool=True, **kw)
+                )
                 self.conv_norms.append(RMSNorm(name=f"conv{i}norm", **kw))
         self.mlp = []
         if self.vector_keys:
@@ -256,7 +236,7 @@ class Encoder(keras.layers.Layer):
             x, lead = flatten_leading(x, 3)
             x = ops.cast(x, self.compute_dtype) / 255.0 - 0.5
             for conv, norm in zip(self.convs, self.conv_norms):
-                x = self.activation(norm(max_pool2(conv(x))))
+                x = self.activation(norm(conv(x)))  # conv max-pools 2x2 after
             outputs.append(ops.reshape(x, (ops.shape(x)[0], -1)))
         if self.vector_keys:
             vectors = []
