@@ -185,3 +185,30 @@ def test_scan_gradient_compiles_under_xla():
         total, dtotal = total + h, dtotal + dh
     np.testing.assert_allclose(np_(value), 3 * total, rtol=1e-5)
     np.testing.assert_allclose(np_(grad), dtotal, rtol=1e-5)
+
+
+def test_block_matmul_values_and_gradients_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    out_grad = rng.normal(size=(5, 3, 6)).astype(np.float32)
+    want = np.einsum("ngi,gio->ngo", x.astype(np.float64), kernel)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(kdops.block_matmul(x, kernel)), want, rtol=1e-5
+    )
+    x_var, k_var = keras.Variable(x), keras.Variable(kernel)
+    _, (x_grad, k_grad) = value_and_grad(
+        lambda: ops.sum(kdops.block_matmul(x_var, k_var) * out_grad), [x_var, k_var]
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(x_grad),
+        np.einsum("ngo,gio->ngi", out_grad, kernel),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(k_grad),
+        np.einsum("ngi,ngo->gio", x, out_grad),
+        rtol=1e-4,
+        atol=1e-5,
+    )
