@@ -632,19 +632,9 @@ def upsample_conv2d_same(x, kernel):
     kh, kw, channels, filters = kernel.shape
     fold_h, top, bottom = upsample_fold(kh)
     fold_w, left, right = upsample_fold(kw)
-    kernel = ops.convert_to_tensor(kernel)
-    folded = ops.einsum(
-        "adi,bej,ijco->decabo",
-        ops.cast(fold_h, kernel.dtype),
-        ops.cast(fold_w, kernel.dtype),
-        kernel,
-    )
+    folded = _fold_kernel("adi,bej,ijco->decabo", fold_h, fold_w, kernel)
     folded = ops.reshape(folded, (*folded.shape[:3], 4 * filters))
-    if (top, left) == (bottom, right) and folded.shape[0] == folded.shape[1]:
-        y = conv2d_same(x, folded)  # centred: 'same' padding is (top, bottom)
-    else:
-        x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        y = ops.conv(x, folded, strides=1, padding="valid")
+    y = _padded_conv(x, folded, (top, bottom), (left, right))
     _, h, w, _ = y.shape
     y = ops.reshape(y, (-1, h, w, 2, 2, filters))
     y = ops.transpose(y, (0, 1, 3, 2, 4, 5))
@@ -740,23 +730,33 @@ def conv2d_same_pooled_blocks(x, kernel):
     _, h, w, _ = x.shape
     fold_h, top, bottom = space_to_depth_fold(kh)
     fold_w, left, right = space_to_depth_fold(kw)
-    kernel = ops.convert_to_tensor(kernel)
-    folded = ops.einsum(
-        "adpi,beqj,ijco->depqcabo",
-        ops.cast(fold_h, kernel.dtype),
-        ops.cast(fold_w, kernel.dtype),
-        kernel,
-    )
+    folded = _fold_kernel("adpi,beqj,ijco->depqcabo", fold_h, fold_w, kernel)
     folded = ops.reshape(folded, (*folded.shape[:2], 4 * channels, 4 * filters))
     x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, channels))
     x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
     x = ops.reshape(x, (-1, h // 2, w // 2, 4 * channels))
-    if (top, left) == (bottom, right) and folded.shape[0] == folded.shape[1]:
-        y = conv2d_same(x, folded)
-    else:
-        x = ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        y = ops.conv(x, folded, strides=1, padding="valid")
+    y = _padded_conv(x, folded, (top, bottom), (left, right))
     return ops.reshape(y, (-1, h // 2, w // 2, 4, filters))
+
+
+def _fold_kernel(equation, fold_h, fold_w, kernel):
+    kernel = ops.convert_to_tensor(kernel)
+    return ops.einsum(
+        equation,
+        ops.cast(fold_h, kernel.dtype),
+        ops.cast(fold_w, kernel.dtype),
+        kernel,
+    )
+
+
+def _padded_conv(x, kernel, rows, cols):
+    """A stride-1 convolution of `x` zero-padded by `rows` / `cols` (before,
+    after) pixels: `conv2d_same` when that is its 'same' padding."""
+    centred = rows[0] == rows[1] == cols[0] == cols[1]
+    if centred and kernel.shape[0] == kernel.shape[1] == 2 * rows[0] + 1:
+        return conv2d_same(x, kernel)
+    x = ops.pad(x, ((0, 0), rows, cols, (0, 0)))
+    return ops.conv(x, kernel, strides=1, padding="valid")
 
 
 def block_matmul(x, kernel):

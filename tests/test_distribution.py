@@ -21,32 +21,16 @@ import numpy as np
 import pytest
 
 from keras_dreamer import distribute
+from keras_dreamer.agent import AGENT_LOG_KEYS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 WORLD_MODEL_LOSSES = ("image", "rew", "con", "dyn", "rep")
 # Agent logs computed from the critic's or the reward head's two-hot
 # read-out (the expected value over symexp bins), which amplifies rounding.
-TWO_HOT_READOUT_KEYS = {
-    "loss",
-    "loss/policy",
-    "loss/value",
-    "loss/repval",
-    "ret",
-    "ret_min",
-    "ret_max",
-    "ret_rate",
-    "retnorm/lo",
-    "retnorm/scale",
-    "val",
-    "slowval",
-    "tar",
-    "adv",
-    "adv_std",
-    "adv_mag",
-    "rew",
-    "opt/grad_norm",
-}
+TWO_HOT_READOUT_KEYS = {"loss", "opt/grad_norm"} | (
+    set(AGENT_LOG_KEYS) - {"con", "weight", "ent/action"}
+)
 jax_only = pytest.mark.skipif(
     BACKEND != "jax", reason="data parallel runs on JAX only (see docs/scaling.md)"
 )

@@ -98,6 +98,16 @@ class SameConv2D(keras.layers.Conv2D):
         # Spelled out so that the API docs can read the arguments.
         super().__init__(filters, kernel_size, **kwargs)
 
+    def _require_plain(self):
+        if not self._plain():
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} supports padding='same', "
+                f"strides 1, dilation 1, groups 1 and channels_last only; got "
+                f"padding={self.padding!r}, strides={self.strides}, dilation_rate="
+                f"{self.dilation_rate}, groups={self.groups}, data_format="
+                f"{self.data_format!r}."
+            )
+
     def _plain(self):
         return (
             self.padding == "same"
@@ -148,14 +158,7 @@ class UpsampleConv2D(SameConv2D):
 
     def __init__(self, filters, kernel_size, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        if not self._plain():
-            raise ValueError(
-                f"UpsampleConv2D {self.name!r} supports padding='same', strides 1, "
-                f"dilation 1, groups 1 and channels_last only; got padding="
-                f"{self.padding!r}, strides={self.strides}, dilation_rate="
-                f"{self.dilation_rate}, groups={self.groups}, data_format="
-                f"{self.data_format!r}."
-            )
+        self._require_plain()
 
     def call(self, inputs):
         outputs = upsample_conv2d_same(inputs, self.kernel)
@@ -210,14 +213,7 @@ class PoolConv2D(SameConv2D):
 
     def __init__(self, filters, kernel_size, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        if not self._plain():
-            raise ValueError(
-                f"PoolConv2D {self.name!r} supports padding='same', strides 1, "
-                f"dilation 1, groups 1 and channels_last only; got padding="
-                f"{self.padding!r}, strides={self.strides}, dilation_rate="
-                f"{self.dilation_rate}, groups={self.groups}, data_format="
-                f"{self.data_format!r}."
-            )
+        self._require_plain()
 
     def call(self, inputs):
         if inputs.shape[-1] > SPACE_TO_DEPTH_MAX_CHANNELS:
