@@ -230,7 +230,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
     k2 = c["kernel"] ** 2
     first_conv = first_reference = 0
     token = 0
-    upsampled = 0  # the reference's extra MACs: upsampled decoder, plain encoder
+    reference_extra = 0  # MACs: the reference's upsampled decoder, plain encoder
     if image_shape is not None:
         h, w, ch = image_shape
         for i, mult in enumerate(c["mults"]):
@@ -241,7 +241,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
                 # image, 4x the channels in and out, at a quarter the pixels.
                 conv = (h // 2) * (w // 2) * folded_taps(c["kernel"]) * 16 * ch * out
             mac["encoder"] += conv
-            upsampled += reference_conv - conv
+            reference_extra += reference_conv - conv
             if i == 0:
                 first_conv, first_reference = conv, reference_conv
             h, w, ch = h // 2, w // 2, out
@@ -277,7 +277,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
             # Folded: a taps x taps convolution at the low resolution with 4x
             # the outputs; the reference convolves the 4x larger image.
             mac["decoder"] += res * taps * 4 * cin * cout
-            upsampled += (4 * res) * k2 * cin * cout - res * taps * 4 * cin * cout
+            reference_extra += (4 * res) * k2 * cin * cout - res * taps * 4 * cin * cout
             res *= 4
     if vector_width:
         width = deter + flat
@@ -295,23 +295,24 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
         "forward": forward,
         "update": update,
         "reference_update": update
-        + 3 * 2 * n * upsampled
+        + 3 * 2 * n * reference_extra
         - 2 * n * (first_reference - first_conv),
         **{k: 2 * n * v for k, v in mac.items()},
     }
 
 
 def folded_taps(kernel):
-    """Kernel taps (rows x columns) of a folded `kernel` x `kernel` decoder
-    convolution (see `keras_dreamer.ops.upsample_fold`): 9 for 5x5."""
-    lo = (kernel - 1) // 2
-    offsets = {(parity + i - lo) // 2 for parity in (0, 1) for i in range(kernel)}
-    return len(offsets) ** 2
+    """Kernel taps (rows x columns) of a folded `kernel` x `kernel`
+    convolution (`keras_dreamer.ops.upsample_fold`): 9 for 5x5."""
+    from keras_dreamer.ops import upsample_fold
+
+    return upsample_fold(kernel)[0].shape[1] ** 2
 
 
 def reference_flops(count):
     """The reference algorithm's FLOPs for a `count_update_flops` result:
-    the counted FLOPs plus the decoder's extra work on upsampled images."""
+    the counted FLOPs plus the reference's extra work (its decoder convolves
+    upsampled images; its encoder convolves the image itself)."""
     analytic = count.get("analytic_world_model", {})
     counted = count.get("counted", {}).get("flops")
     if counted is None or "reference_update" not in analytic:

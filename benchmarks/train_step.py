@@ -11,9 +11,8 @@ same process (before and after the timed updates; the higher is used) and
 prints the update's achieved GFLOP/s as a percentage of it. The FLOPs of the
 update are counted once per preset from its JAX program (see `flops.py`:
 matrix products and convolutions of the forward pass, the backward pass and
-the optimizer); the reference-algorithm GFLOP/s counts the decoder's
-convolutions on upsampled images, as the reference computes them (see
-`flops.py`).
+the optimizer); the reference-algorithm GFLOP/s counts the update as the
+reference computes it (see `flops.py`).
 
     python benchmarks/train_step.py                     # debug, size1m, size12m
     python benchmarks/train_step.py --presets size1m --steps 5 --backends jax

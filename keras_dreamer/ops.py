@@ -591,15 +591,9 @@ def upsample_fold(size):
         >>> fold[1].astype(int).tolist()
         [[1, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
     """
-    lo = (size - 1) // 2
-    offsets = [[(parity + i - lo) // 2 for i in range(size)] for parity in (0, 1)]
-    before = -min(min(row) for row in offsets)
-    after = max(max(row) for row in offsets)
-    fold = np.zeros((2, before + after + 1, size), np.float32)
-    for parity, row in enumerate(offsets):
-        for i, offset in enumerate(row):
-            fold[parity, offset + before, i] = 1.0
-    return fold, before, after
+    # Upsampled pixel 2(r + d) + p is original pixel r + d whatever its phase p.
+    fold, before, after = space_to_depth_fold(size)
+    return fold.sum(axis=2), before, after
 
 
 def upsample_conv2d_same(x, kernel):

@@ -120,7 +120,9 @@ class SameConv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if not self._plain():
             return super().call(inputs)
-        outputs = conv2d_same(inputs, self.kernel)
+        return self._bias_activation(conv2d_same(inputs, self.kernel))
+
+    def _bias_activation(self, outputs):
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
@@ -161,10 +163,7 @@ class UpsampleConv2D(SameConv2D):
         self._require_plain()
 
     def call(self, inputs):
-        outputs = upsample_conv2d_same(inputs, self.kernel)
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs)
+        return self._bias_activation(upsample_conv2d_same(inputs, self.kernel))
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -219,9 +218,7 @@ class PoolConv2D(SameConv2D):
         if inputs.shape[-1] > SPACE_TO_DEPTH_MAX_CHANNELS:
             return max_pool2(super().call(inputs))
         blocks = conv2d_same_pooled_blocks(inputs, self.kernel)
-        if self.use_bias:
-            blocks = blocks + self.bias
-        return ops.max(self.activation(blocks), axis=3)
+        return ops.max(self._bias_activation(blocks), axis=3)
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
