@@ -222,7 +222,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
         backward) and the forward FLOPs per part (`encoder`, `rssm`,
         `decoder`, `heads`).
     """
-    from keras_dreamer.layers.common import SPACE_TO_DEPTH_MAX_CHANNELS
+    from keras_dreamer.ops import pool_conv_on_blocks
 
     c = config
     n = batch * length
@@ -236,7 +236,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
         for i, mult in enumerate(c["mults"]):
             out = c["depth"] * mult
             conv = reference_conv = h * w * k2 * ch * out
-            if ch <= SPACE_TO_DEPTH_MAX_CHANNELS:
+            if pool_conv_on_blocks(h, w, ch):
                 # PoolConv2D: a taps x taps convolution of the space-to-depth
                 # image, 4x the channels in and out, at a quarter the pixels.
                 conv = (h // 2) * (w // 2) * folded_taps(c["kernel"]) * 16 * ch * out

@@ -733,6 +733,63 @@ def conv2d_same_pooled_blocks(x, kernel):
     return ops.reshape(y, (-1, h // 2, w // 2, 4, filters))
 
 
+def pool_conv_on_blocks(height, width, channels):
+    """Whether a 'same' convolution + 2x2 max pooling of a `[N, height, width,
+    channels]` input runs as `conv2d_same_pooled_blocks` (`kd.layers.PoolConv2D`).
+
+    Both ways compute the same function; which is faster depends on the
+    backend's convolution kernels. Measured on a 2-core Intel Xeon with
+    AVX-512 (`benchmarks/pool_conv.py`, RESULTS.md): on a JAX CPU the
+    space-to-depth blocks win for inputs of at least 32x32 pixels, whatever
+    their width (1.2-1.6x), and lose below; on a TensorFlow CPU (oneDNN) they
+    win up to 16 input channels (1.2-2.1x) and lose from 32. On an
+    accelerator only the image layer (<= 4 channels) takes them. The choice
+    is logged once per process (logger `keras_dreamer`, level INFO).
+
+    Args:
+        height: input height.
+        width: input width.
+        channels: input channels.
+
+    Returns:
+        A bool.
+
+    Examples:
+        >>> pool_conv_on_blocks(64, 64, 3), pool_conv_on_blocks(8, 8, 512)
+        (True, False)
+    """
+    if not _on_cpu():
+        chosen, rule = channels <= 4, "inputs of <= 4 channels"
+    elif backend() == "jax":
+        chosen = channels <= 4 or height * width >= 1024
+        rule = "inputs of <= 4 channels or >= 32x32 pixels"
+    else:
+        chosen, rule = channels <= 16, "inputs of <= 16 channels"
+    if "pool" not in _logged:
+        _logged.add("pool")
+        _logger.info(
+            "%s on a %s: convolution + 2x2 max pooling of %s runs on the "
+            "2x2 space-to-depth blocks (keras_dreamer.ops.pool_conv_on_blocks).",
+            backend(),
+            "CPU" if _on_cpu() else "accelerator",
+            rule,
+        )
+    return chosen
+
+
+def _on_cpu():
+    """Whether this backend computes on the CPU (no GPU or TPU visible)."""
+    if backend() == "jax":
+        import jax
+
+        return jax.default_backend() == "cpu"
+    if backend() == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return True
+
+
 def _fold_kernel(equation, fold_h, fold_w, kernel):
     kernel = ops.convert_to_tensor(kernel)
     return ops.einsum(

@@ -5,11 +5,14 @@ gradient is computed (XLA's own, or matrix products on JAX).
 upsampling followed by a 'same' convolution; `kd.ops.conv2d_same_pooled_blocks`
 and `PoolConv2D` for a 'same' convolution followed by 2x2 max pooling."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
 
 from keras_dreamer import ops as kdops
+from keras_dreamer.layers import common
 from keras_dreamer.layers.common import PoolConv2D
 from keras_dreamer.layers.common import SameConv2D
 from keras_dreamer.layers.common import UpsampleConv2D
@@ -226,8 +229,12 @@ def test_pooled_conv_values_and_gradients_match_numpy(
         np.testing.assert_allclose(value, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize("channels", [3, 6])  # space-to-depth, plain
-def test_pool_conv2d_equals_keras_conv2d_then_max_pooling(channels):
+@pytest.mark.parametrize("on_blocks", [True, False])  # space-to-depth, plain
+@pytest.mark.parametrize("channels", [3, 6])
+def test_pool_conv2d_equals_keras_conv2d_then_max_pooling(
+    monkeypatch, on_blocks, channels
+):
+    monkeypatch.setattr(common, "pool_conv_on_blocks", lambda *shape: on_blocks)
     x = np.random.default_rng(2).normal(size=(2, 8, 12, channels)).astype(np.float32)
     ours = PoolConv2D(4, 5, padding="same", activation="silu")
     theirs = keras.Sequential(
@@ -256,3 +263,25 @@ def test_pool_conv2d_rejects_what_it_cannot_fold(kwargs):
     arguments = {"padding": "same", **kwargs}
     with pytest.raises(ValueError, match="PoolConv2D 'pooled'.*padding='same'"):
         PoolConv2D(4, 5, name="pooled", **arguments)
+
+
+def test_pool_conv_on_blocks_follows_the_measured_rule_and_logs_it_once(caplog):
+    # The rule measured with benchmarks/pool_conv.py (RESULTS.md): on a JAX
+    # CPU, inputs of >= 32x32 pixels or <= 4 channels; on a TensorFlow CPU,
+    # inputs of <= 16 channels; on an accelerator, images (<= 4 channels).
+    def expected(height, width, channels):
+        if not kdops._on_cpu():
+            return channels <= 4
+        if JAX:
+            return channels <= 4 or height * width >= 32 * 32
+        return channels <= 16
+
+    shapes = [(64, 64, 3), (8, 8, 3), (32, 32, 32), (64, 64, 64), (16, 16, 12)]
+    shapes += [(16, 16, 48), (8, 8, 64), (32, 16, 24)]
+    kdops._logged.discard("pool")
+    with caplog.at_level(logging.INFO, logger="keras_dreamer"):
+        chosen = {shape: kdops.pool_conv_on_blocks(*shape) for shape in shapes}
+    assert chosen == {shape: expected(*shape) for shape in shapes}
+    assert len(set(chosen.values())) == 2
+    logged = [r.getMessage() for r in caplog.records]
+    assert len([m for m in logged if "space-to-depth" in m]) == 1, logged

@@ -6,6 +6,7 @@ from keras import ops
 from keras_dreamer.ops import conv2d_same
 from keras_dreamer.ops import conv2d_same_pooled_blocks
 from keras_dreamer.ops import max_pool2
+from keras_dreamer.ops import pool_conv_on_blocks
 from keras_dreamer.ops import upsample_conv2d_same
 
 
@@ -171,22 +172,17 @@ class UpsampleConv2D(SameConv2D):
         return (n, *double, self.filters)
 
 
-# Inputs with at most this many channels (an image) take the space-to-depth
-# path of `PoolConv2D`: measured faster there on both backends (RESULTS.md).
-SPACE_TO_DEPTH_MAX_CHANNELS = 4
-
-
 @keras.saving.register_keras_serializable(package="keras_dreamer")
 class PoolConv2D(SameConv2D):
     """A 'same', stride-1 `Conv2D`, then 2x2 max pooling (stride 2).
 
     The same function, weights and config as `keras.layers.Conv2D(...,
-    padding="same")` followed by `keras.layers.MaxPooling2D(2)`. For inputs
-    of at most `SPACE_TO_DEPTH_MAX_CHANNELS` channels (an image) the
-    convolution runs on the 2x2 space-to-depth image
-    (`keras_dreamer.ops.conv2d_same_pooled_blocks`), where XLA's and oneDNN's
-    kernels are several times faster than on 3 channels, and the pooling is
-    a max over the four outputs of each block. An encoder stage is one such
+    padding="same")` followed by `keras.layers.MaxPooling2D(2)`. Where
+    `keras_dreamer.ops.pool_conv_on_blocks` says it is faster on this
+    backend (always for an image of <= 4 channels; on a CPU, more layers
+    measured faster), the convolution runs on the 2x2 space-to-depth image
+    (`keras_dreamer.ops.conv2d_same_pooled_blocks`) and the pooling is a max
+    over the four outputs of each block. An encoder stage is one such
     layer.
 
     Args:
@@ -215,7 +211,7 @@ class PoolConv2D(SameConv2D):
         self._require_plain()
 
     def call(self, inputs):
-        if inputs.shape[-1] > SPACE_TO_DEPTH_MAX_CHANNELS:
+        if not pool_conv_on_blocks(*inputs.shape[1:]):
             return max_pool2(super().call(inputs))
         blocks = conv2d_same_pooled_blocks(inputs, self.kernel)
         return ops.max(self._bias_activation(blocks), axis=3)
