@@ -740,9 +740,10 @@ def pool_conv_on_blocks(height, width, channels):
     Both ways compute the same function; which is faster depends on the
     backend's convolution kernels. Measured on a 2-core Intel Xeon with
     AVX-512 (`benchmarks/pool_conv.py`, RESULTS.md): on a JAX CPU the
-    space-to-depth blocks win for inputs of at least 32x32 pixels, whatever
-    their width (1.2-1.6x), and lose below; on a TensorFlow CPU (oneDNN) they
-    win up to 16 input channels (1.2-2.1x) and lose from 32. On an
+    space-to-depth blocks win or tie for inputs of at least 32x32 pixels,
+    whatever their width (0.99-1.58x, 1.24x on size12m's second layer), and
+    mostly lose below; on a TensorFlow CPU (oneDNN) they win or tie up to 16
+    input channels (1.02-1.99x) and lose from 32 (0.53-0.90x). On an
     accelerator only the image layer (<= 4 channels) takes them. The choice
     is logged once per process (logger `keras_dreamer`, level INFO).
 
