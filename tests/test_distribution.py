@@ -23,11 +23,6 @@ import pytest
 from keras_dreamer import distribute
 from keras_dreamer.agent import AGENT_LOG_KEYS
 
-# One pytest-xdist worker runs the whole module, so the module-scoped
-# two-device subprocess (about 2 minutes) runs once, not once per worker
-# (`--dist loadgroup` in setup.cfg).
-pytestmark = pytest.mark.xdist_group("two_devices")
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 WORLD_MODEL_LOSSES = ("image", "rew", "con", "dyn", "rep")
