@@ -759,7 +759,8 @@ def pool_conv_on_blocks(height, width, channels):
         >>> pool_conv_on_blocks(64, 64, 3), pool_conv_on_blocks(8, 8, 512)
         (True, False)
     """
-    if not _on_cpu():
+    on_cpu = _on_cpu()
+    if not on_cpu:
         chosen, rule = channels <= 4, "inputs of <= 4 channels"
     elif backend() == "jax":
         chosen = channels <= 4 or height * width >= 1024
@@ -772,7 +773,7 @@ def pool_conv_on_blocks(height, width, channels):
             "%s on a %s: convolution + 2x2 max pooling of %s runs on the "
             "2x2 space-to-depth blocks (keras_dreamer.ops.pool_conv_on_blocks).",
             backend(),
-            "CPU" if _on_cpu() else "accelerator",
+            "CPU" if on_cpu else "accelerator",
             rule,
         )
     return chosen
