@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from filelock import FileLock
 
 SMALL_IMAGE = (16, 16, 3)
 SMALL_MODEL = {"preset": "debug", "mults": (4, 4)}
@@ -152,3 +153,28 @@ def require(module, reason=None):
     if REQUIRE_ALL:
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=reason)
+
+
+def once_per_session(tmp_path_factory, name, compute):
+    """`compute(folder)` run once per pytest session, shared by xdist workers.
+
+    pytest-xdist runs a module-scoped fixture again in every worker that gets
+    one of the module's tests; for a fixture that trains in a subprocess for
+    minutes that doubles the suite's slowest part. The first worker to ask runs
+    `compute` in a folder every worker can read and stores its JSON-able result
+    next to it; the others wait on a lock and read it.
+
+    Returns:
+        `(folder, result)`: the folder `compute` wrote in and what it returned.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder, stored = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if stored.is_file():
+            return folder, json.loads(stored.read_text())
+        folder.mkdir()
+        result = compute(folder)
+        stored.write_text(json.dumps(result))
+    return folder, result

@@ -22,6 +22,7 @@ import pytest
 
 from keras_dreamer import distribute
 from keras_dreamer.agent import AGENT_LOG_KEYS
+from tests.helpers import once_per_session
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
@@ -148,24 +149,26 @@ print("RESULT " + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def two_devices(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("data_parallel")
-    env = {
-        **os.environ,
-        "PYTHONPATH": REPO,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(logdir)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
-    line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT ") :])
+    def train_in_a_subprocess(logdir):
+        env = {
+            **os.environ,
+            "PYTHONPATH": REPO,
+            "KERAS_BACKEND": "jax",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        }
+        result = subprocess.run(
+            [sys.executable, "-c", SCRIPT, str(logdir)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert result.returncode == 0, result.stderr[-5000:]
+        line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][-1]
+        return json.loads(line[len("RESULT ") :])
+
+    return once_per_session(tmp_path_factory, "data_parallel", train_in_a_subprocess)[1]
 
 
 @jax_only

@@ -13,6 +13,7 @@ import keras
 import pytest
 from PIL import Image
 
+from tests.helpers import once_per_session
 from tests.helpers import read_events
 from tests.helpers import read_jsonl
 
@@ -60,9 +61,8 @@ def bindings(text):
 
 @pytest.fixture(scope="module")
 def debug_run(tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("debug_run")
-    result = run(
-        command(
+    def train(logdir):
+        args = command(
             "--logdir",
             str(logdir),
             "--gin_file",
@@ -73,10 +73,17 @@ def debug_run(tmp_path_factory):
             "train.outputs = ('terminal', 'jsonl', 'scores', 'tensorboard', 'wandb')",
             "--gin_param",
             "make_world_model.loss_scales = {'rep': 0.2}",
-        ),
-        env={"WANDB_MODE": "offline"},
-    )
-    return logdir, result
+        )
+        result = run(args, env={"WANDB_MODE": "offline"})
+        return {
+            "args": args,
+            "returncode": result.returncode,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+        }
+
+    logdir, result = once_per_session(tmp_path_factory, "debug_run", train)
+    return logdir, subprocess.CompletedProcess(**result)
 
 
 def test_debug_run_writes_the_whole_logdir(debug_run):
