@@ -42,6 +42,7 @@ _SUBMODULES = (
     "spaces",
     "train",
     "world_model",
+    "xla_options",
 )
 
 __all__ = ["Box", "Discrete", *_LAZY_ATTRIBUTES, *_SUBMODULES]

@@ -7,7 +7,9 @@ logs; `add_optimizer_logs` merges the optimizer's per-step values (gradient
 norm, learning rate) into them; `frames_log` gives the number of replayed
 frames of a batch; `FirstStepGuard` keeps a model's weights when the first
 step of `fit` fails; `DreamerTraining` is the mixin that gives a model LaProp
-by default and the optimizer's logs. `WorldModel` and `Agent` use all of them.
+by default and the optimizer's logs, and on JAX compiles its Keras step
+functions with this machine's XLA options (`keras_dreamer.xla_options`).
+`WorldModel` and `Agent` use all of them.
 
 Only public Keras API is used: the optimizer's log values reach the logs by
 name through the optimizer's `step_logs`, never through the position of the
@@ -18,8 +20,10 @@ import keras
 from keras import ops
 
 from keras_dreamer import distribute
+from keras_dreamer import xla_options
 from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.ops import backend
+from keras_dreamer.xla_options import keras_jit_options
 
 
 class StepValues(keras.metrics.Metric):
@@ -136,7 +140,6 @@ def compile_function(layer, fn):
         [[6.0, 6.0]]
     """
     if backend() == "jax":
-        import jax
 
         def pure(values, *args):
             variables = layer.variables
@@ -147,7 +150,7 @@ def compile_function(layer, fn):
             updated = [v.value if u is None else u for v, u in zip(variables, updated)]
             return outputs, updated
 
-        jitted = jax.jit(pure)
+        jitted = xla_options.jit(pure)
 
         def call(*args):
             variables = layer.variables
@@ -207,7 +210,9 @@ class DreamerTraining:
 
     Gives `compile` `LaProp()` as the default optimizer (recompiled exactly
     from a saved config) and merges the optimizer's per-step values into
-    the train logs (`add_optimizer_logs`). List it before `keras.Model`.
+    the train logs (`add_optimizer_logs`). On JAX, Keras compiles the
+    train, test and predict steps with `xla_options.jax_compiler_options()`.
+    List it before `keras.Model`.
 
     Examples:
         >>> import keras
@@ -236,6 +241,20 @@ class DreamerTraining:
 
     def train_step(self, *args, **kwargs):
         return add_optimizer_logs(self, super().train_step(*args, **kwargs))
+
+    # On JAX, Keras compiles its step functions with this machine's XLA
+    # options (`keras_dreamer.xla_options`).
+    def make_train_function(self, force=False):
+        with keras_jit_options():
+            return super().make_train_function(force)
+
+    def make_test_function(self, force=False):
+        with keras_jit_options():
+            return super().make_test_function(force)
+
+    def make_predict_function(self, force=False):
+        with keras_jit_options():
+            return super().make_predict_function(force)
 
 
 class FirstStepGuard(keras.callbacks.Callback):
@@ -329,13 +348,12 @@ def compile_with_values(variables, fn):
     """
     variables = list(variables)
     if backend() == "jax":
-        import jax
 
         def pure(values, *args):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return fn(*args)
 
-        jitted = jax.jit(pure)
+        jitted = xla_options.jit(pure)
 
         def call(values, *args):
             if values is None:

@@ -1,0 +1,164 @@
+"""The XLA compiler options of keras-dreamer's JAX programs (`xla_options`).
+
+On a JAX CPU, convolutions compile to XLA's own kernels rather than YNNPACK
+fusions, in the programs keras-dreamer jits itself and in the train step
+Keras compiles (read back from XLA's dump of the optimized program in a
+fresh process); `KERAS_DREAMER_XLA_OPTIONS=off` and a user's own `XLA_FLAGS`
+keep XLA's defaults; a bad value is a clear error. The one private Keras
+name the options reach the trainer through is checked here.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_dreamer import xla_options
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND = keras.backend.backend()
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="XLA options are JAX's")
+YNN = '"kind":"__ynn_fusion"'
+
+
+def conv(x, kernel):
+    import jax
+
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def compiled_text(jitted):
+    # Big enough for XLA to give it to YNNPACK by default.
+    x = np.ones((4, 8, 8, 32), "float32")
+    kernel = np.ones((3, 3, 32, 32), "float32")
+    return jitted.lower(x, kernel).compile().as_text()
+
+
+def test_a_bad_mode_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("KERAS_DREAMER_XLA_OPTIONS", "fast")
+    with pytest.raises(ValueError, match="KERAS_DREAMER_XLA_OPTIONS='fast'.*auto, off"):
+        xla_options.jax_compiler_options()
+
+
+def test_off_keeps_the_defaults(monkeypatch):
+    monkeypatch.setenv("KERAS_DREAMER_XLA_OPTIONS", "off")
+    assert xla_options.jax_compiler_options() is None
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
+def test_tensorflow_has_no_options():
+    assert xla_options.jax_compiler_options() is None
+    with xla_options.keras_jit_options():
+        pass
+
+
+@jax_only
+def test_a_users_xla_flags_win(monkeypatch):
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    )
+    assert xla_options.jax_compiler_options() is None
+
+
+@jax_only
+def test_on_a_jax_cpu_convolutions_leave_ynnpack(monkeypatch):
+    import jax
+
+    monkeypatch.delenv("KERAS_DREAMER_XLA_OPTIONS", raising=False)
+    assert jax.default_backend() == "cpu"
+    assert xla_options.jax_compiler_options() == {
+        "xla_cpu_experimental_ynn_fusion_type": (
+            "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+        )
+    }
+    # If XLA stops giving convolutions to YNNPACK by default, this fails:
+    # the options would then be moot and should be measured again.
+    assert YNN in compiled_text(jax.jit(conv)), "XLA's default changed"
+    ours = compiled_text(xla_options.jit(conv))
+    assert YNN not in ours and "convolution(" in ours
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 32)).astype("float32")
+    kernel = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype("float32")
+    np.testing.assert_allclose(
+        xla_options.jit(conv)(x, kernel), jax.jit(conv)(x, kernel), rtol=1e-5, atol=1e-4
+    )
+
+
+@jax_only
+def test_the_private_keras_name_the_options_go_through():
+    import jax
+    from keras.src.backend.jax import trainer
+
+    assert trainer.jit is jax.jit, (
+        "keras.src.backend.jax.trainer.jit is no longer jax.jit: "
+        "xla_options.keras_jit_options must follow Keras's trainer"
+    )
+    with xla_options.keras_jit_options():
+        assert trainer.jit.keywords == {
+            "compiler_options": xla_options.jax_compiler_options()
+        }
+    assert trainer.jit is jax.jit
+
+
+# Trains a tiny world model with the options and without, in a process that
+# dumps XLA's optimized programs; prints the two train steps' dump files.
+SCRIPT = r"""
+import glob, os, sys
+import keras
+import keras_dreamer as kd
+from tests.helpers import Batches, moving_square_batch
+
+batch = moving_square_batch(batch=2, length=8)
+for mode in ("auto", "off"):
+    os.environ["KERAS_DREAMER_XLA_OPTIONS"] = mode
+    model = kd.WorldModel({"image": (16, 16, 3)}, kd.Discrete(3), preset="debug",
+                          depth=32, mults=(1,))
+    model.compile()
+    model.fit(Batches([batch], 1), epochs=1, steps_per_epoch=1, verbose=0)
+    dumped = os.path.join(sys.argv[1], "*jit_train_step*after_optimizations.txt")
+    print(mode, sorted(glob.glob(dumped), key=os.path.getmtime)[-1])
+"""
+
+
+@jax_only
+def test_the_train_step_keras_compiles_takes_the_options(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": REPO,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": f"--xla_dump_to={tmp_path}",
+    }
+    env.pop("KERAS_DREAMER_XLA_OPTIONS", None)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    dumps = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    dumped = tmp_path / "*jit_train_step*after_optimizations.txt"
+    assert len(glob.glob(str(dumped))) == 2
+    texts = {}
+    for mode, path in dumps.items():
+        with open(path) as file:
+            texts[mode] = file.read()
+    assert texts["auto"].count("convolution(") > 0
+    ynn_convolutions = {
+        mode: sum(
+            1
+            for line in text.splitlines()
+            if YNN in line and "conv_general_dilated" in line
+        )
+        for mode, text in texts.items()
+    }
+    assert ynn_convolutions["auto"] == 0 and ynn_convolutions["off"] > 0, (
+        ynn_convolutions
+    )
