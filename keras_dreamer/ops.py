@@ -457,11 +457,32 @@ def conv_grad_mode():
         >>> conv_grad_mode() in CONV_GRAD_MODES
         True
     """
-    mode = os.environ.get(CONV_GRAD_ENV, "auto").strip().lower() or "auto"
-    if mode not in CONV_GRAD_MODES:
+    return env_mode(CONV_GRAD_ENV, CONV_GRAD_MODES)
+
+
+def env_mode(variable, modes):
+    """The mode an environment variable chooses: its value, lower-cased, or
+    `modes[0]` when it is unset or empty.
+
+    Args:
+        variable: the environment variable's name.
+        modes: the valid values, the default first.
+
+    Returns:
+        One of `modes`.
+
+    Raises:
+        ValueError: the variable holds another value (the message names it
+            and the valid values).
+
+    Examples:
+        >>> env_mode("KERAS_DREAMER_UNSET_EXAMPLE", ("auto", "off"))
+        'auto'
+    """
+    mode = os.environ.get(variable, "").strip().lower() or modes[0]
+    if mode not in modes:
         raise ValueError(
-            f"{CONV_GRAD_ENV}={os.environ[CONV_GRAD_ENV]!r} is not one of "
-            f"{', '.join(CONV_GRAD_MODES)}."
+            f"{variable}={os.environ[variable]!r} is not one of {', '.join(modes)}."
         )
     return mode
 

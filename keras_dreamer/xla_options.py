@@ -16,6 +16,7 @@ import logging
 import os
 
 from keras_dreamer.ops import backend
+from keras_dreamer.ops import env_mode
 
 OPTIONS_ENV = "KERAS_DREAMER_XLA_OPTIONS"
 OPTIONS_MODES = ("auto", "off")
@@ -51,12 +52,7 @@ def jax_compiler_options():
         >>> options is None or isinstance(options, dict)
         True
     """
-    mode = os.environ.get(OPTIONS_ENV, "auto").strip().lower() or "auto"
-    if mode not in OPTIONS_MODES:
-        raise ValueError(
-            f"{OPTIONS_ENV}={os.environ[OPTIONS_ENV]!r} is not one of "
-            f"{', '.join(OPTIONS_MODES)}."
-        )
+    mode = env_mode(OPTIONS_ENV, OPTIONS_MODES)
     if backend() != "jax" or mode == "off":
         return None
     if YNN_FUSION_OPTION in os.environ.get("XLA_FLAGS", ""):
