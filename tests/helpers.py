@@ -4,12 +4,15 @@ readers of JSONL and TensorBoard files."""
 import importlib
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 from filelock import FileLock
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_IMAGE = (16, 16, 3)
 SMALL_MODEL = {"preset": "debug", "mults": (4, 4)}
 
@@ -178,3 +181,23 @@ def once_per_session(tmp_path_factory, name, compute):
         result = compute(folder)
         stored.write_text(json.dumps(result))
     return folder, result
+
+
+def run_python(code, *args, backend, env=None, timeout=300):
+    """`python -c code *args` in a fresh process at the repository root.
+
+    The process imports this checkout (`PYTHONPATH`) on Keras backend
+    `backend`, with this environment plus `env`; its output is captured as
+    text. The caller checks the return code.
+
+    Returns:
+        The `subprocess.CompletedProcess`.
+    """
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": backend, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

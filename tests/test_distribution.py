@@ -12,9 +12,6 @@ is a clear error, never a silent single-device run.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -23,8 +20,8 @@ import pytest
 from keras_dreamer import distribute
 from keras_dreamer.agent import AGENT_LOG_KEYS
 from tests.helpers import once_per_session
+from tests.helpers import run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 WORLD_MODEL_LOSSES = ("image", "rew", "con", "dyn", "rep")
 # Agent logs computed from the critic's or the reward head's two-hot
@@ -150,18 +147,11 @@ print("RESULT " + json.dumps(out))
 @pytest.fixture(scope="module")
 def two_devices(tmp_path_factory):
     def train_in_a_subprocess(logdir):
-        env = {
-            **os.environ,
-            "PYTHONPATH": REPO,
-            "KERAS_BACKEND": "jax",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        }
-        result = subprocess.run(
-            [sys.executable, "-c", SCRIPT, str(logdir)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
+        result = run_python(
+            SCRIPT,
+            logdir,
+            backend="jax",
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
             timeout=1200,
         )
         assert result.returncode == 0, result.stderr[-5000:]
@@ -313,14 +303,6 @@ try:
 except distribute.DistributionError as error:
     print("REFUSED", error)
 """
-    env = {**os.environ, "PYTHONPATH": REPO, "KERAS_BACKEND": "tensorflow"}
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(script, backend="tensorflow")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REFUSED" in result.stdout and "JAX backend" in result.stdout

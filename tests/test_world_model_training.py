@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,9 +11,9 @@ from tests.helpers import Batches
 from tests.helpers import RecordLogs
 from tests.helpers import moving_square_batch
 from tests.helpers import random_batch
+from tests.helpers import run_python
 from tests.helpers import to_numpy
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 
 
@@ -132,15 +129,7 @@ def test_jax_and_tensorflow_give_the_same_loss(tmp_path):
         k: float(v) for k, v in to_numpy(wm.loss_metrics(batch, noise=noise)).items()
     }
     other = "tensorflow" if BACKEND == "jax" else "jax"
-    env = {**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": REPO}
-    result = subprocess.run(
-        [sys.executable, "-c", LOSS_SCRIPT, inputs, weights],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(LOSS_SCRIPT, inputs, weights, backend=other)
     assert result.returncode == 0, result.stderr[-3000:]
     theirs = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(theirs) == set(ours)

@@ -9,17 +9,14 @@ name the options reach the trainer through is checked here.
 """
 
 import glob
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 from keras_dreamer import xla_options
+from tests.helpers import run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 jax_only = pytest.mark.skipif(BACKEND != "jax", reason="XLA options are JAX's")
 YNN = '"kind":"__ynn_fusion"'
@@ -127,19 +124,11 @@ for mode in ("auto", "off"):
 
 @jax_only
 def test_the_train_step_keras_compiles_takes_the_options(tmp_path):
-    env = {
-        **os.environ,
-        "PYTHONPATH": REPO,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": f"--xla_dump_to={tmp_path}",
-    }
-    env.pop("KERAS_DREAMER_XLA_OPTIONS", None)
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    result = run_python(
+        SCRIPT,
+        tmp_path,
+        backend="jax",
+        env={"XLA_FLAGS": f"--xla_dump_to={tmp_path}"},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
