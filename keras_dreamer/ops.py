@@ -525,14 +525,13 @@ def matmul_kernel_grad(x_shape, kernel_shape):
         return False
     _, height, width, channels = x_shape
     chosen = height * width >= 1024 or channels * kernel_shape[-1] >= 1024
-    if "auto" not in _logged:
-        _logged.add("auto")
-        _logger.info(
-            "JAX on a CPU: convolution kernel gradients of layers with >= 32x32 "
-            "pixels or >= 1,024 channel pairs run as matrix products "
-            "(keras_dreamer.jax_conv; %s=xla turns this off).",
-            CONV_GRAD_ENV,
-        )
+    log_once(
+        "auto",
+        "JAX on a CPU: convolution kernel gradients of layers with >= 32x32 "
+        "pixels or >= 1,024 channel pairs run as matrix products "
+        "(keras_dreamer.jax_conv; %s=xla turns this off).",
+        CONV_GRAD_ENV,
+    )
     return chosen
 
 
@@ -788,16 +787,36 @@ def pool_conv_on_blocks(height, width, channels):
         rule = "inputs of <= 4 channels or >= 32x32 pixels"
     else:
         chosen, rule = channels <= 16, "inputs of <= 16 channels"
-    if "pool" not in _logged:
-        _logged.add("pool")
-        _logger.info(
-            "%s on a %s: convolution + 2x2 max pooling of %s runs on the "
-            "2x2 space-to-depth blocks (keras_dreamer.ops.pool_conv_on_blocks).",
-            backend(),
-            "CPU" if on_cpu else "accelerator",
-            rule,
-        )
+    log_once(
+        "pool",
+        "%s on a %s: convolution + 2x2 max pooling of %s runs on the "
+        "2x2 space-to-depth blocks (keras_dreamer.ops.pool_conv_on_blocks).",
+        backend(),
+        "CPU" if on_cpu else "accelerator",
+        rule,
+    )
     return chosen
+
+
+def log_once(key, message, *args):
+    """Logs a choice made at run time once per process.
+
+    `message % args` goes to the `keras_dreamer` logger at INFO level the
+    first time `key` is seen in this process; later calls with that key log
+    nothing.
+
+    Args:
+        key: what the message is about (one message per key).
+        message: a `logging` format string.
+        *args: its arguments.
+
+    Examples:
+        >>> log_once("example", "said once: %s", "this")
+        >>> log_once("example", "never said")
+    """
+    if key not in _logged:
+        _logged.add(key)
+        _logger.info(message, *args)
 
 
 def _on_cpu():

@@ -12,20 +12,17 @@ own jitted functions. Matrix products and reductions stay with YNNPACK.
 
 import contextlib
 import functools
-import logging
 import os
 
 from keras_dreamer.ops import backend
 from keras_dreamer.ops import env_mode
+from keras_dreamer.ops import log_once
 
 OPTIONS_ENV = "KERAS_DREAMER_XLA_OPTIONS"
 OPTIONS_MODES = ("auto", "off")
 YNN_FUSION_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # XLA's default library fusions on a CPU without INDIVIDUAL_CONVOLUTION.
 CPU_YNN_FUSIONS = "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
-
-_logger = logging.getLogger("keras_dreamer")
-_logged = set()
 
 
 def jax_compiler_options():
@@ -63,15 +60,15 @@ def jax_compiler_options():
         return None
     options = {YNN_FUSION_OPTION: CPU_YNN_FUSIONS}
     if not _compiles_with(tuple(options.items())):
-        _log_once(
-            "unsupported",
+        log_once(
+            "xla_options_unsupported",
             "This jaxlib's XLA has no %s option: keras-dreamer's JAX programs "
             "compile with XLA's default options.",
             YNN_FUSION_OPTION,
         )
         return None
-    _log_once(
-        "cpu",
+    log_once(
+        "xla_options",
         "JAX on a CPU: keras-dreamer compiles its convolutions with XLA's own "
         "CPU kernels instead of YNNPACK fusions (%s=%s; %s=off keeps XLA's "
         "defaults).",
@@ -149,9 +146,3 @@ def _compiles_with(options):
     except Exception:  # an unknown option or enum value, or an older jax.jit
         return False
     return True
-
-
-def _log_once(key, message, *args):
-    if key not in _logged:
-        _logged.add(key)
-        _logger.info(message, *args)
