@@ -7,6 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_dreamer import ops as kdops
+from keras_dreamer.layers.common import fan_in_init
 from keras_dreamer.layers.heads import MLPHead
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete
@@ -27,9 +28,13 @@ class Actor(keras.layers.Layer):
       `unimix=0.01` turns the mix on.
     - `Box(shape, low, high)`: a normal with mean `tanh(m)` and standard
       deviation `(maxstd - minstd) * sigmoid(s + 2) + minstd`, independent
-      per dimension (no tanh squashing of samples, no Jacobian term). Its
-      samples live in `[-1, 1]` around the mean; `to_env` clips them and maps
-      them to the space's bounds, which must be finite.
+      per dimension (no tanh squashing of samples, no Jacobian term). `m`
+      and `s` come from two output layers, `net/out` and `stddev`, as in the
+      reference (one layer of twice the width would be the same function,
+      but adaptive gradient clipping, which works per weight tensor, would
+      clip it differently). Its samples live in `[-1, 1]` around the mean;
+      `to_env` clips them and maps them to the space's bounds, which must be
+      finite.
 
     The distribution is passed around as the dict `call` returns, so it can
     cross `scan` boundaries: `{"logits"}` or `{"mean", "std"}`.
@@ -96,14 +101,16 @@ class Actor(keras.layers.Layer):
         self.discrete = isinstance(self.act_space, Discrete)
         width = self.act_space.width
         self.net = MLPHead(
-            width if self.discrete else 2 * width,
-            units,
-            layers,
-            act,
-            outscale,
-            name="net",
-            dtype=self.dtype_policy,
+            width, units, layers, act, outscale, name="net", dtype=self.dtype_policy
         )
+        self.stddev = None
+        if not self.discrete:
+            self.stddev = keras.layers.Dense(
+                width,
+                kernel_initializer=fan_in_init(outscale),
+                name="stddev",
+                dtype=self.dtype_policy,
+            )
 
     @property
     def width(self):
@@ -112,12 +119,15 @@ class Actor(keras.layers.Layer):
 
     def build(self, feat_shape):
         self.net.build(feat_shape)
+        if self.stddev is not None:
+            self.stddev.build((None, self.units if self.layers else feat_shape[-1]))
 
     def call(self, feat):
-        out = self.net(feat)
         if self.discrete:
-            return {"logits": kdops.unimix_logits(out, self.unimix)}
-        mean, std = out[..., : self.width], out[..., self.width :]
+            return {"logits": kdops.unimix_logits(self.net(feat), self.unimix)}
+        x = self.net.trunk(feat)
+        mean = ops.cast(self.net.out(x), "float32")
+        std = ops.cast(self.stddev(x), "float32")
         std = (self.maxstd - self.minstd) * ops.sigmoid(std + 2.0) + self.minstd
         return {"mean": ops.tanh(mean), "std": std}
 

@@ -59,11 +59,15 @@ class MLPHead(keras.layers.Layer):
             width = self.units
         self.out.build((None, width))
 
-    def call(self, feat):
+    def trunk(self, feat):
+        """The hidden layers' output, before the output layer."""
         x = feat
         for layer in self.hidden:
             x = layer(x)
-        return ops.cast(self.out(x), "float32")
+        return x
+
+    def call(self, feat):
+        return ops.cast(self.out(self.trunk(feat)), "float32")
 
     def get_config(self):
         return {
