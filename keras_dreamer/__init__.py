@@ -38,6 +38,7 @@ _SUBMODULES = (
     "optimizers",
     "policy",
     "presets",
+    "reference",
     "returns",
     "spaces",
     "train",

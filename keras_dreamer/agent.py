@@ -217,7 +217,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.step_values.update_state({**values, **fitting.frames_log(x)})
         return values["loss"]
 
-    def loss_metrics(self, batch, outputs=None, update=False):
+    def loss_metrics(self, batch, outputs=None, update=False, noise=None):
         """The total loss, every loss term and the actor-critic statistics.
 
         Args:
@@ -225,17 +225,28 @@ class Agent(fitting.DreamerTraining, keras.Model):
             outputs: the world model's outputs on `batch` (computed if None).
             update: whether to advance the slow critic and the return
                 normaliser (True in a train step, False for reports).
+            noise: optional dict of the noise every sample of the step is
+                drawn from (drawn from the agent's seed where absent):
+                `posterior` `[B, T, stoch, classes]` (used when `outputs` is
+                None), and imagination's `action` `[H, B * T, A]` and
+                `latent` `[H, B * T, stoch, classes]` (see `imagine`).
+                `kd.reference.onehot_noise` makes the noise that draws given
+                samples, e.g. the reference's.
 
         Returns:
             dict of float32 scalars: `loss` (the scaled total), the world
             model's `loss/*`, `dyn_ent`, `rep_ent`, and `AGENT_LOG_KEYS`.
         """
+        noise = dict(noise or {})
         if outputs is None:
-            outputs = self(batch)
+            outputs = self(batch, noise=noise.get("posterior"))
         if update:
             self.critic.update_slow()
         values = self.world_model.loss_metrics(batch, outputs)
-        values.update(self._actor_critic(batch, outputs, update))
+        imagination = None
+        if "action" in noise or "latent" in noise:
+            imagination = {k: noise[k] for k in ("action", "latent")}
+        values.update(self._actor_critic(batch, outputs, update, imagination))
         scales = self.agent_config["loss_scales"]
         values["loss"] = values["loss"] + sum(
             scales[k] * values[f"loss/{k}"] for k in ("policy", "value", "repval")
@@ -337,8 +348,8 @@ class Agent(fitting.DreamerTraining, keras.Model):
             "repval_loss": repval_loss,
         }
 
-    def _actor_critic(self, batch, outputs, update):
-        terms = self.actor_critic_terms(batch, outputs, update)
+    def _actor_critic(self, batch, outputs, update, noise=None):
+        terms = self.actor_critic_terms(batch, outputs, update, noise=noise)
         offset, scale, adv = terms["offset"], terms["scale"], terms["advantage"]
         normed = (terms["return"] - offset) / scale
         return {
@@ -429,6 +440,35 @@ class Agent(fitting.DreamerTraining, keras.Model):
             )
         finally:
             self.acting_weights.end()
+
+    @classmethod
+    def from_reference(cls, directory, obs_space=None, act_space=None, dtype=None):
+        """The agent of a checkpoint of the reference DreamerV3 (danijar/dreamerv3).
+
+        Reads the run's `config.yaml` and its newest (or the given)
+        checkpoint with numpy alone, builds the matching agent and copies
+        every parameter, the slow critic, the return normaliser and the
+        optimizer state. See `kd.reference.from_reference` and
+        `docs/reference.md`.
+
+        Args:
+            directory: the reference run's logdir or one `ckpt/<name>`
+                folder of it.
+            obs_space: optional observation spaces (inferred by default).
+            act_space: optional action space (inferred by default).
+            dtype: optional dtype policy (default: the run's compute dtype).
+
+        Returns:
+            A compiled `kd.Agent`.
+
+        Example:
+            >>> agent = kd.Agent.from_reference("~/logdir/run")  # doctest: +SKIP
+        """
+        from keras_dreamer import reference
+
+        return reference.from_reference(
+            directory, obs_space=obs_space, act_space=act_space, dtype=dtype
+        )
 
     # ------------------------------------------------------------ acting
 

@@ -5,6 +5,8 @@
                         [--job_addresses HOST:PORT --num_processes N --process_id I]
     keras-dreamer plot LOGDIR [LOGDIR ...] [--keys PATTERN ...] [--out FILE.png]
                        [--smooth N]
+    keras-dreamer import-reference CKPT_DIR --out AGENT.keras
+                       [--backend jax|tensorflow] [--dtype POLICY]
 
 Exit codes: 0 success, 1 training failure (the last checkpoint is kept),
 2 bad usage or configuration (one line on stderr says what is wrong).
@@ -49,6 +51,8 @@ def main(argv=None):
     try:
         if args.command == "train":
             return command.run(args)
+        if args.command == "import-reference":
+            return _import_reference(args)
         return _plot(args)
     except UsageError as error:
         print(f"keras-dreamer {args.command}: error: {error}", file=sys.stderr)
@@ -78,7 +82,45 @@ def _parser():
     )
     plot.add_argument("--out", default="plot.png", help="output PNG file")
     plot.add_argument("--smooth", type=int, default=1, help="moving-average window")
+    imports = commands.add_parser(
+        "import-reference",
+        help="convert a checkpoint of the reference DreamerV3 into a .keras agent",
+        description="Reads a run of danijar/dreamerv3 (its logdir, or one "
+        "ckpt/<name> folder of it) and writes the matching kd.Agent with every "
+        "parameter and the optimizer state as a .keras file.",
+    )
+    imports.add_argument("checkpoint", metavar="CKPT_DIR")
+    imports.add_argument("--out", required=True, help="the .keras file to write")
+    imports.add_argument(
+        "--backend",
+        choices=sorted(command.BACKEND_PACKAGES),
+        help="Keras backend (default: the KERAS_BACKEND environment variable)",
+    )
+    imports.add_argument(
+        "--dtype",
+        default=None,
+        help="dtype policy (default: the run's jax.compute_dtype, e.g. "
+        "bfloat16 -> mixed_bfloat16)",
+    )
     return parser
+
+
+def _import_reference(args):
+    select_backend(args.backend)
+    if not args.out.endswith(".keras"):
+        raise UsageError(f"--out {args.out!r} must end in .keras.")
+    from keras_dreamer import reference
+
+    try:
+        agent = reference.from_reference(args.checkpoint, dtype=args.dtype)
+    except reference.ReferenceCheckpointError as error:
+        raise UsageError(str(error)) from None
+    agent.save(args.out)
+    print(
+        f"wrote {args.out}: {agent.world_model.obs_spaces} -> {agent.act_space}, "
+        f"{agent.count_params():,} parameters"
+    )
+    return 0
 
 
 def _plot(args):

@@ -116,6 +116,19 @@ class LaProp(keras.optimizers.Optimizer):
         """
         return dict(getattr(self, "_step_logs", None) or {})
 
+    def moments(self, variable):
+        """The `(momentum, velocity)` slots of `variable` (built optimizer).
+
+        Args:
+            variable: one of the variables the optimizer was built for.
+
+        Returns:
+            Two variables of the variable's shape: the momentum of the
+            normalised update and the second moment of the gradient.
+        """
+        index = self._get_variable_index(variable)
+        return self._momentums[index], self._velocities[index]
+
     def apply(self, grads, trainable_variables=None):
         present = [ops.cast(g, "float32") for g in grads if g is not None]
         norm = (
