@@ -460,9 +460,6 @@ class Agent(fitting.DreamerTraining, keras.Model):
 
         Returns:
             A compiled `kd.Agent`.
-
-        Example:
-            >>> agent = kd.Agent.from_reference("~/logdir/run")  # doctest: +SKIP
         """
         from keras_dreamer import reference
 

@@ -32,7 +32,14 @@ REFERENCE = "danijar/dreamerv3@e3f0224"
 
 
 class ReferenceCheckpointError(ValueError):
-    """A reference checkpoint or config that cannot be imported (says why)."""
+    """A reference checkpoint or config that cannot be imported (says why).
+
+    Examples:
+        >>> read_checkpoint("/no/such/run")
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.reference.ReferenceCheckpointError: ...no such directory.
+    """
 
 
 # ----------------------------------------------------------------- reading
@@ -42,12 +49,16 @@ class ReferenceCheckpointError(ValueError):
 class ReferenceCheckpoint:
     """What the reference's training script wrote.
 
-    Attributes:
+    Args:
         config: the run's `config.yaml` as nested dicts.
         params: parameter name -> numpy array (model, optimizer state,
             counters), as in `agent.pkl`.
         step: the env-step counter of `step.pkl` (None if absent).
         path: the checkpoint folder read.
+
+    Examples:
+        >>> ReferenceCheckpoint({"agent": {}}, {}, 100, "run/ckpt/x").step
+        100
     """
 
     config: dict
@@ -68,6 +79,12 @@ def read_checkpoint(directory):
 
     Raises:
         ReferenceCheckpointError: a missing or unreadable file, named.
+
+    Examples:
+        >>> read_checkpoint("/no/such/run")
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.reference.ReferenceCheckpointError: ...no such directory.
     """
     directory = os.path.abspath(os.fspath(directory))
     if not os.path.isdir(directory):
@@ -134,8 +151,22 @@ class _ArrayUnpickler(pickle.Unpickler):
 def load_pickle(path):
     """A pickle of numpy arrays and plain containers (nothing else is loaded).
 
+    Args:
+        path: the `.pkl` file.
+
+    Returns:
+        The unpickled object.
+
     Raises:
         ReferenceCheckpointError: truncated, corrupt or holding other objects.
+
+    Examples:
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "agent.pkl")
+        >>> with open(path, "wb") as file:
+        ...     pickle.dump({"params": {"w": np.ones(2, "float32")}}, file)
+        >>> load_pickle(path)["params"]["w"].tolist()
+        [1.0, 1.0]
     """
     try:
         with open(path, "rb") as file:
@@ -148,12 +179,28 @@ def load_pickle(path):
 
 
 def read_yaml(path):
-    """Reads the YAML that the reference's `elements.Config.save` writes.
+    r"""Reads the YAML that the reference's `elements.Config.save` writes.
 
     That is block mappings and lists, flow mappings and lists (also spread
     over several lines), and plain or quoted scalars; anything else is an
     error naming the line. (Written here so that importing needs nothing but
     numpy and the standard library.)
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        Nested dicts and lists.
+
+    Examples:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "config.yaml")
+        >>> with open(path, "w") as file:
+        ...     _ = file.write("agent:\n  dyn: {typ: rssm, rssm: {deter: 64,\n"
+        ...                    "      blocks: 4}}\n  imag_length: 15\n")
+        >>> read_yaml(path)
+        {'agent': {'dyn': {'typ': 'rssm', 'rssm': {'deter': 64, 'blocks': 4}},
+                   'imag_length': 15}}
     """
     with open(path) as file:
         lines = file.read().splitlines()
@@ -433,12 +480,16 @@ _COMPUTE_DTYPES = {
 class ReferenceSettings:
     """The reference config translated into keras-dreamer's terms.
 
-    Attributes:
+    Args:
         agent: keyword arguments of `kd.Agent` (besides the spaces).
         optimizer: keyword arguments of `kd.optimizers.LaProp`.
         dtype: the Keras dtype policy of the reference's compute dtype.
         notes: settings of the reference's training loop that a
             keras-dreamer run sets its own way (one line each).
+
+    Examples:
+        >>> translate_config({"agent": {"imag_length": 8}}).agent["imag_length"]
+        8
     """
 
     agent: dict
@@ -460,6 +511,19 @@ def translate_config(config, source="config.yaml"):
     Raises:
         ReferenceCheckpointError: naming every `agent.*` key that is unknown
             or set to a value keras-dreamer does not support.
+
+    Examples:
+        >>> settings = translate_config(
+        ...     {"agent": {"dyn": {"rssm": {"deter": 64}}, "opt": {"lr": 1e-4}},
+        ...      "jax": {"compute_dtype": "bfloat16"}})
+        >>> settings.agent, settings.optimizer, settings.dtype
+        ({'deter': 64, 'loss_scales': {}}, {'learning_rate': 0.0001}, 'mixed_bfloat16')
+        >>> translate_config({"agent": {"contdisc": False}})
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.reference.ReferenceCheckpointError: config.yaml: cannot
+        import: agent.contdisc: False is not supported (keras-dreamer implements
+        True).
     """
     if not isinstance(config.get("agent"), dict):
         raise ReferenceCheckpointError(f"{source}: no 'agent' section.")
@@ -523,12 +587,22 @@ def infer_spaces(config, params):
     from the config's `env.<suite>.size` and its channels from the
     decoder's output layer.
 
+    Args:
+        config: the reference's config (for the image size).
+        params: reference parameter name -> array (only shapes are read).
+
     Returns:
         `(obs_space, act_space)` as `kd.Box`/`kd.Discrete` objects.
 
     Raises:
-        ReferenceCheckpointError: several action keys, a non-scalar integer
-            observation, or an image size the config does not give.
+        ReferenceCheckpointError: several action keys, or an image size the
+            config does not give.
+
+    Examples:
+        >>> params = {"pol/head/action/logits/kernel": np.zeros((8, 4)),
+        ...           "dec/vec/pos/pred/kernel": np.zeros((8, 3))}
+        >>> infer_spaces({}, params)
+        ({'pos': Box((3,), -inf, inf, float32)}, Discrete(4))
     """
     from keras_dreamer.spaces import Box
     from keras_dreamer.spaces import Discrete
@@ -577,11 +651,19 @@ def infer_spaces(config, params):
 class MapEntry:
     """One reference parameter and where it lives in a `kd.Agent`.
 
-    Attributes:
+    Args:
         reference: the reference's name, e.g. `dyn/obs0/kernel`.
         ours: the path of our variable, e.g. `rssm/obs0/kernel`.
         rows: `ours = reference[rows]` (a permutation of the first axis),
             or None where the layouts are the same.
+
+    Examples:
+        >>> entry = MapEntry("dec/mlp/linear0/kernel", "decoder/mlp0/linear/kernel",
+        ...                  rows=(2, 0, 1))
+        >>> entry.to_ours(np.arange(3)).tolist()
+        [2, 0, 1]
+        >>> entry.to_reference(entry.to_ours(np.arange(3))).tolist()
+        [0, 1, 2]
     """
 
     reference: str
@@ -657,8 +739,19 @@ def token_permutation(agent):
     The reference concatenates the vector MLP's output and then the image
     CNN's; ours the image CNN's and then the vector MLP's.
 
+    Args:
+        agent: a `kd.Agent`.
+
     Returns:
         An int numpy array of the token width.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> agent = kd.Agent({"image": (16, 16, 3), "pos": kd.Box((2,))},
+        ...                  kd.Discrete(3), preset="debug", mults=(4, 4))
+        >>> perm = token_permutation(agent)
+        >>> perm[:2].tolist(), perm[-8:].tolist()  # 8 vector units come last
+        ([8, 9], [0, 1, 2, 3, 4, 5, 6, 7])
     """
     from keras_dreamer.layers.encoder import vector_width
 
@@ -685,6 +778,14 @@ def name_map(agent, names):
 
     Raises:
         ReferenceCheckpointError: a name that maps to nothing.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(3),
+        ...                  preset="debug", mults=(4, 4))
+        >>> entries = name_map(agent, ["dyn/dynin0/kernel", "val/head/logits/bias"])
+        >>> [entry.ours for entry in entries]
+        ['rssm/dynin0/linear/kernel', 'critic/out/bias']
     """
     wm = agent.world_model
     deter = wm.config["deter"]
@@ -719,7 +820,18 @@ def name_map(agent, names):
 
 
 def model_parameter_names(params):
-    """The names in `params` that `name_map` maps (not the optimizer's)."""
+    """The names in `params` that `name_map` maps (not the optimizer's).
+
+    Args:
+        params: reference parameter names (or a dict keyed by them).
+
+    Returns:
+        A list of names.
+
+    Examples:
+        >>> model_parameter_names(["dyn/dyngru/kernel", "opt/step/value"])
+        ['dyn/dyngru/kernel']
+    """
     return [
         name for name in params if not name.startswith("opt/") and name != SLOW_COUNT
     ]
@@ -741,6 +853,16 @@ def load_into(agent, params, source="agent.pkl"):
 
     Raises:
         ReferenceCheckpointError: an unmatched name or a shape mismatch.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(3),
+        ...                  preset="debug", mults=(4, 4))
+        >>> load_into(agent, {"dyn/dyngru/kernel": np.zeros((2, 2))})
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.reference.ReferenceCheckpointError: agent.pkl:
+        dyn/dyngru/kernel has shape (2, 2), but rssm/dyngru/kernel needs (4, 2, 6)
     """
     from keras_dreamer.optimizers import LaProp
 
@@ -826,6 +948,13 @@ def export(agent, names, optimizer=True):
     Returns:
         dict reference name -> numpy array, laid out as `agent.pkl` holds
         them: `load_into(agent, export(agent, names))` changes nothing.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(3),
+        ...                  preset="debug", mults=(4, 4))
+        >>> export(agent, ["dyn/dyngru/kernel"])["dyn/dyngru/kernel"].shape
+        (4, 2, 6)
     """
     from keras_dreamer.optimizers import LaProp
 
@@ -872,7 +1001,7 @@ def onehot_noise(onehot):
     Returns:
         float32 noise of the same shape.
 
-    Example:
+    Examples:
         >>> onehot_noise([[0.0, 1.0, 0.0]]).round(3).tolist()
         [[0.0, 1.0, 0.0]]
     """
@@ -892,6 +1021,10 @@ def normal_noise(sample, mean, std):
 
     Returns:
         float32 `(sample - mean) / std`.
+
+    Examples:
+        >>> normal_noise([0.5], [0.25], [0.5]).tolist()
+        [0.5]
     """
     sample, mean, std = (np.asarray(x, "float64") for x in (sample, mean, std))
     return ((sample - mean) / std).astype("float32")
@@ -920,9 +1053,13 @@ def from_reference(directory, obs_space=None, act_space=None, dtype=None):
         ReferenceCheckpointError: naming the file and key that cannot be
             imported.
 
-    Example:
-        >>> agent = kd.Agent.from_reference("~/logdir/crafter")  # doctest: +SKIP
-        >>> agent.save("crafter.keras")  # doctest: +SKIP
+    Examples:
+        A reference run's logdir (here one that does not exist):
+
+        >>> from_reference("/no/such/run")
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.reference.ReferenceCheckpointError: ...no such directory.
     """
     from keras_dreamer.agent import Agent
     from keras_dreamer.optimizers import LaProp

@@ -134,7 +134,9 @@ def case(request):
 
 def test_every_parameter_maps_once_and_back(case):
     names = list(case.params)
-    entries = reference.name_map(case.agent, reference.model_parameter_names(case.params))
+    entries = reference.name_map(
+        case.agent, reference.model_parameter_names(case.params)
+    )
     assert len({e.ours for e in entries}) == len(entries)
     trainable = {v.path for v in case.agent.trainable_variables}
     assert trainable <= {e.ours for e in entries}
@@ -294,7 +296,9 @@ def test_imagination_returns_and_actor_critic_losses(case, stepped):
 def test_total_loss_and_every_gradient(case, stepped):
     ref = case.ref
     assert_matches("total loss", stepped["total"], ref["loss/total"], **FORWARD)
-    entries = reference.name_map(case.agent, reference.model_parameter_names(case.params))
+    entries = reference.name_map(
+        case.agent, reference.model_parameter_names(case.params)
+    )
     checked = 0
     for entry in entries:
         if entry.ours not in stepped["grads"]:
