@@ -264,7 +264,7 @@ def train(
         report_length: steps per report sequence (observe half, imagine half).
         save_every: train steps between checkpoints.
         outputs: logger outputs ("terminal", "jsonl", "scores",
-            "tensorboard", "wandb", "media").
+            "tensorboard", "wandb", "mlflow", "media").
         terminal_pattern: regex of the keys the terminal shows.
         seed: seed of the env, replay, policy and model.
         jit_compile: `Model.compile(jit_compile=...)`.
@@ -387,7 +387,10 @@ def train(
     if not chief:  # the others never touch the logdir; their episode stats go
         callbacks.append(_DrainMetrics(collector))
     else:
-        callbacks += _writers(
+        callbacks += _writers_or_close(
+            collector,
+            evaluator,
+            previous,
             logdir,
             run,
             agent,
@@ -430,6 +433,18 @@ def train(
         "processes": distribute.process_count(),
     }
     return result
+
+
+def _writers_or_close(collector, evaluator, previous, *args):
+    """`_writers`; if one cannot be built, the envs are closed first."""
+    try:
+        return _writers(*args)
+    except BaseException:
+        collector.close()
+        if evaluator is not None:
+            evaluator.close()
+        _restore_distribution(previous)
+        raise
 
 
 def _restore_distribution(previous):
@@ -852,16 +867,21 @@ def _outputs(names, logdir, terminal_pattern, start_step):
     built = []
     for name in names:
         key = name.strip().lower() if isinstance(name, str) else None
-        if key == "terminal":
-            built.append(TerminalOutput(pattern=terminal_pattern))
-        elif key == "tensorboard":
-            built.append(
-                TensorBoardOutput(
-                    logdir, purge_step=start_step + 1 if start_step else None
+        try:
+            if key == "terminal":
+                built.append(TerminalOutput(pattern=terminal_pattern))
+            elif key == "tensorboard":
+                built.append(
+                    TensorBoardOutput(
+                        logdir, purge_step=start_step + 1 if start_step else None
+                    )
                 )
-            )
-        else:
-            built.append(make_output(name, logdir))
+            else:
+                built.append(make_output(name, logdir))
+        except Exception as error:  # e.g. an unreachable MLflow server
+            for output in built:
+                output.close()
+            raise ConfigError(f"output {name!r}: {error}") from error
     return built
 
 
