@@ -59,7 +59,7 @@ class ProgressLines(keras.callbacks.Callback):
         every: train steps between lines.
         stream: where to print, default `sys.stdout` at print time.
 
-    Example:
+    Examples:
         >>> import io
         >>> out = io.StringIO()
         >>> lines = ProgressLines(total_steps=4, every=2, stream=out)
