@@ -17,7 +17,8 @@ def fit_verbosity(verbose, stream=None):
     """`fit`'s `verbose`, and whether plain progress lines replace the bar.
 
     Args:
-        verbose: "auto" (the bar on a terminal, plain lines otherwise),
+        verbose: "auto" (the bar on a terminal or in a notebook, plain
+            lines otherwise),
             "lines" (plain lines), or `fit`'s 0, 1, 2.
         stream: the output to test, default `sys.stdout`.
 
@@ -37,7 +38,8 @@ def fit_verbosity(verbose, stream=None):
     if verbose == "auto":
         stream = sys.stdout if stream is None else stream
         isatty = getattr(stream, "isatty", None)
-        return ("auto", False) if isatty is not None and isatty() else (0, True)
+        live = "ipykernel" in sys.modules or (isatty is not None and isatty())
+        return ("auto", False) if live else (0, True)
     if verbose in (0, 1, 2) and not isinstance(verbose, bool):
         return verbose, False
     raise ValueError(

@@ -52,7 +52,11 @@ def filtered_stderr(enabled=True):
         yield
         return
     sys.stderr.flush()
-    original = os.dup(2)
+    try:
+        original = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
     try:
         filter_process = subprocess.Popen(
             [sys.executable, "-I", os.path.abspath(__file__)],
@@ -60,7 +64,7 @@ def filtered_stderr(enabled=True):
             stdout=original,
             stderr=original,
         )
-    except OSError:
+    except (OSError, ValueError):
         os.close(original)
         yield
         return
