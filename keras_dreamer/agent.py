@@ -127,6 +127,9 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.preset = preset
         self.seed = seed
         self._overrides = dict(kwargs)
+        # Checked here, with the agent's keys, before the world model sees them.
+        obs_keys = [k for k in obs_space if k not in RESERVED_KEYS]
+        presets.check_loss_scales(kwargs.get("loss_scales"), obs_keys, agent=True)
         wm_overrides, config = presets.resolve_agent(preset, **kwargs)
         self.agent_config = config
         if world_model is None:

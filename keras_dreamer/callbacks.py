@@ -107,7 +107,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
     Args:
         logdir: the run directory (created if missing).
         outputs: output names ("terminal", "jsonl", "scores", "tensorboard",
-            "wandb", "media") and/or output objects or callables (custom
+            "wandb", "mlflow", "media") and/or output objects or callables (custom
             sinks); see `keras_dreamer.logger.outputs`. Videos are always
             saved under `LOGDIR/media/` as well.
         log_every: write every this many train steps (None: only by time).

@@ -3,6 +3,7 @@
     keras-dreamer train --logdir DIR [--gin_file F ...] [--gin_param B ...]
                         [--backend jax|tensorflow] [--devices N|all]
                         [--job_addresses HOST:PORT --num_processes N --process_id I]
+                        [--verbose]
     keras-dreamer plot LOGDIR [LOGDIR ...] [--keys PATTERN ...] [--out FILE.png]
                        [--smooth N]
     keras-dreamer import-reference CKPT_DIR --out AGENT.keras

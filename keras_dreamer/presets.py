@@ -8,6 +8,10 @@ reference's approximate agent sizes; the world model alone is smaller (see
 """
 
 import copy
+import difflib
+import math
+import numbers
+from collections.abc import Mapping
 
 # The defaults of every hyperparameter `WorldModel` takes, before a preset.
 DEFAULTS = {
@@ -127,7 +131,8 @@ def resolve_agent(preset=None, **overrides):
         `AGENT_DEFAULTS` plus `loss_scales` with the three agent scales).
 
     Raises:
-        ValueError: for an unknown preset, hyperparameter or `eval_mode`.
+        ValueError: for an unknown preset, hyperparameter or `eval_mode`,
+            or an `imag_length` below 1.
 
     Examples:
         >>> wm, agent = resolve_agent("size1m", actent=1e-3, loss_scales={"repval": 0})
@@ -158,7 +163,71 @@ def resolve_agent(preset=None, **overrides):
         raise ValueError(
             f"eval_mode must be 'sample' or 'mode', got {config['eval_mode']!r}."
         )
+    length = config["imag_length"]
+    if (
+        isinstance(length, bool)
+        or not isinstance(length, numbers.Integral)
+        or length < 1
+    ):
+        raise ValueError(
+            "imag_length must be an int >= 1 (imagined steps per start state), "
+            f"got {length!r}."
+        )
     return overrides, config
+
+
+def check_loss_scales(scales, obs_keys=(), agent=False):
+    """Refuses a loss scale that no loss term has, or one that is not >= 0.
+
+    A world model's loss terms are `rec` (every decoded observation key
+    unless the key is listed itself), one per observation key, `rew`, `con`,
+    `dyn` and `rep`; an agent adds `policy`, `value` and `repval`. A
+    misspelled key would otherwise be silently ignored.
+
+    Args:
+        scales: the `loss_scales` override (a dict of key -> scale), or None.
+        obs_keys: the observation keys the model decodes.
+        agent: also accept the agent's scales.
+
+    Raises:
+        ValueError: `scales` is not a dict, a key is unknown (the message
+            names it, suggests the closest valid key and lists the valid
+            ones) or a scale is not a finite number >= 0.
+
+    Examples:
+        >>> check_loss_scales({"image": 2.0, "dyn": 0.5}, obs_keys=["image"])
+        >>> try:
+        ...     check_loss_scales({"imgae": 2.0}, obs_keys=["image"])
+        ... except ValueError as error:
+        ...     print(error)
+        Unknown loss scale 'imgae' (did you mean 'image'?); valid keys: con, dyn, image, rec, rep, rew.
+    """  # noqa: E501
+    if scales is None:
+        return
+    if not isinstance(scales, Mapping):
+        raise ValueError(
+            f"loss_scales must be a dict of loss name -> scale, got {scales!r}."
+        )
+    valid = {*DEFAULTS["loss_scales"], *obs_keys}
+    if agent:
+        valid.update(AGENT_LOSS_SCALES)
+    for key, value in scales.items():
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"Unknown loss scale {key!r}{hint}; valid keys: "
+                f"{', '.join(sorted(valid))}."
+            )
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise ValueError(
+                f"loss_scales[{key!r}] must be a finite number >= 0, got {value!r}."
+            )
 
 
 def resolve(preset=None, **overrides):

@@ -112,12 +112,14 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         super().__init__(**keras_kwargs)
         self.preset = preset
         self.seed = seed
-        self.config = presets.resolve(preset, **kwargs)
-        self._overrides = kwargs
         if not isinstance(obs_space, dict):
             raise ValueError(
                 f"obs_space must be a dict of key -> space or shape, got {obs_space!r}."
             )
+        obs_keys = [k for k in obs_space if k not in RESERVED_KEYS]
+        presets.check_loss_scales(kwargs.get("loss_scales"), obs_keys)
+        self.config = presets.resolve(preset, **kwargs)
+        self._overrides = kwargs
         self.obs_spaces = {
             k: as_obs_space(v, k)
             for k, v in obs_space.items()

@@ -377,3 +377,30 @@ def test_bad_agent_arguments_name_the_culprit():
         kd.Agent({"image": SMALL_IMAGE}, 3, eval_mode="argmax", **SMALL_AGENT)
     with pytest.raises(ValueError, match="finite bounds"):
         kd.Agent({"image": SMALL_IMAGE}, kd.Box((2,)), **SMALL_AGENT)
+
+
+@pytest.mark.parametrize("length", [0, -3, 2.5, True])
+def test_imag_length_below_one_is_refused_at_construction(length):
+    with pytest.raises(ValueError, match=r"imag_length must be an int >= 1"):
+        kd.Agent({"image": SMALL_IMAGE}, 3, imag_length=length, **SMALL_AGENT)
+
+
+def test_misspelled_or_negative_agent_loss_scales_are_refused():
+    with pytest.raises(ValueError) as info:
+        kd.Agent({"image": SMALL_IMAGE}, 3, loss_scales={"polcy": 1}, **SMALL_AGENT)
+    message = str(info.value)
+    assert "'polcy'" in message and "did you mean 'policy'" in message
+    # Every key the agent's losses have is listed: the world model's and its own.
+    valid = "con, dyn, image, policy, rec, rep, repval, rew, value"
+    assert message.endswith(f"valid keys: {valid}.")
+    with pytest.raises(ValueError, match=r"loss_scales\['value'\] must be .* >= 0"):
+        kd.Agent({"image": SMALL_IMAGE}, 3, loss_scales={"value": -1}, **SMALL_AGENT)
+    with pytest.raises(ValueError, match=r"loss_scales\['dyn'\].*nan"):
+        kd.Agent(
+            {"image": SMALL_IMAGE}, 3, loss_scales={"dyn": float("nan")}, **SMALL_AGENT
+        )
+    # A scale of 0 switches a term off and is fine.
+    agent = kd.Agent(
+        {"image": SMALL_IMAGE}, 3, loss_scales={"repval": 0}, **SMALL_AGENT
+    )
+    assert agent.agent_config["loss_scales"]["repval"] == 0

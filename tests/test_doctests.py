@@ -21,7 +21,11 @@ from tests.helpers import require
 # `python -m keras_dreamer.train` runs the command when imported.
 ENTRY_POINTS = {"keras_dreamer.train.__main__"}
 # Modules whose examples need a package of the `envs` extra.
-NEEDS = {"keras_dreamer.envs.crafter": "crafter", "keras_dreamer.envs.gym": "ale_py"}
+NEEDS = {
+    "keras_dreamer.envs.crafter": "crafter",
+    "keras_dreamer.envs.gym": "ale_py",
+    "keras_dreamer.logger.outputs.mlflow": "mlflow",
+}
 # Public names without an example of their own: a namedtuple (its docstring
 # is generated). Data constants (dicts, tuples, strings) need none either.
 NO_EXAMPLE = {"keras_dreamer.data.dataset.ArraySpec"}

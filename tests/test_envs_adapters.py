@@ -75,7 +75,43 @@ def test_atari_life_loss_terminal_only_on_request():
     lives = env._ale.lives()
     restart = env.step(0)  # the next episode continues the same game
     assert restart["is_first"] and env._ale.lives() == lives
-    np.testing.assert_array_equal(restart["image"], obs["image"])
+
+
+def native_screen(env):
+    """The console's current screen, read from ALE (gray, full size)."""
+    return env._ale.getScreenGrayscale()[..., None]
+
+
+def test_atari_episode_starts_never_pool_a_frame_of_the_previous_episode():
+    # Full-size frames (no resize), so the observation is the raw screen.
+    env = kd.envs.make(
+        "atari:Pong", size=(210, 160), seed=0, max_num_frames_per_episode=400
+    )
+    obs, action = env.reset(), 0
+    while not obs["is_last"]:  # ALE truncates the episode after 400 frames
+        obs = env.step(action % 18)
+        action += 1
+    first = env.step(0)  # starts the next episode
+    assert first["is_first"]
+    # A maximum with the last frame would have brightened these pixels.
+    assert (obs["image"] > first["image"]).any()
+    np.testing.assert_array_equal(first["image"], native_screen(env))
+
+    # The next life of a game (terminal_on_life_loss): the same holds.
+    env = kd.envs.make(
+        "atari:Breakout",
+        size=(210, 160),
+        seed=0,
+        noops=0,
+        sticky=False,
+        terminal_on_life_loss=True,
+    )
+    last = first_life_loss(env)
+    screen = native_screen(env)
+    assert last["is_last"] and (last["image"] > screen).any()
+    restart = env.step(0)
+    assert restart["is_first"]
+    np.testing.assert_array_equal(restart["image"], screen)
 
 
 class Reach(gymnasium.Env):

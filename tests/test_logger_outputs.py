@@ -25,6 +25,7 @@ def test_the_package_is_reachable_from_the_top_level():
     assert set(outputs.NAMES) == {
         "jsonl",
         "media",
+        "mlflow",
         "scores",
         "tensorboard",
         "terminal",
@@ -57,7 +58,9 @@ def test_make_passes_outputs_through_and_wraps_callables():
 
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(ValueError, match="'csv'.*'jsonl', 'media', 'scores'.*'wandb'"):
+    with pytest.raises(
+        ValueError, match="'csv'.*'jsonl', 'media', 'mlflow', 'scores'.*'wandb'"
+    ):
         make_output("csv")
     with pytest.raises(TypeError, match="callable"):
         make_output(42)

@@ -2,9 +2,12 @@
 
 import ast
 import glob
+import importlib.util
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,15 +16,21 @@ import keras
 import pytest
 from PIL import Image
 
+from tests.helpers import REQUIRE_ALL
 from tests.helpers import once_per_session
 from tests.helpers import read_events
 from tests.helpers import read_jsonl
+from tests.helpers import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 DEBUG = os.path.join("gin_configs", "debug.gin")
 # Episodes end within the short debug runs, so scores.jsonl gets lines.
 SHORT_EPISODES = "make_env.max_steps = 10"
+# The debug run also logs to MLflow where it is installed (always in CI).
+MLFLOW = REQUIRE_ALL or importlib.util.find_spec("mlflow") is not None
+# TensorFlow's native start-up notices, which the command keeps off stderr.
+NOTICES = ("absl::InitializeLog", "oneDNN", "cpu_feature_guard", "rebuild TensorFlow")
 
 
 def command(*args, module=False):
@@ -70,11 +79,15 @@ def debug_run(tmp_path_factory):
             "--gin_param",
             SHORT_EPISODES,
             "--gin_param",
-            "train.outputs = ('terminal', 'jsonl', 'scores', 'tensorboard', 'wandb')",
+            "train.outputs = ('terminal', 'jsonl', 'scores', 'tensorboard', 'wandb'"
+            + (", 'mlflow')" if MLFLOW else ")"),
             "--gin_param",
             "make_world_model.loss_scales = {'rep': 0.2}",
+            "--gin_param",
+            "train.verbose = 'auto'",  # stdout is a pipe: plain lines
         )
-        result = run(args, env={"WANDB_MODE": "offline"})
+        env = {"WANDB_MODE": "offline", "MLFLOW_TRACKING_URI": ""}
+        result = run(args, env=env)
         return {
             "args": args,
             "returncode": result.returncode,
@@ -142,6 +155,81 @@ def test_gin_params_take_effect_and_are_recorded(debug_run):
     assert "make_world_model.preset = 'debug'" in config
     assert "train.steps = 8" in config
     assert "'wandb'" in config
+
+
+def test_a_piped_stdout_gets_one_plain_line_per_log_interval(debug_run):
+    _, result = debug_run
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
+    # debug.gin: 8 steps, log_every 2.
+    steps = [int(re.match(r"step (\d+)/8 \(\d+%\) \| ", line)[1]) for line in lines]
+    assert steps == [2, 4, 6, 8], result.stdout[-3000:]
+    assert all(re.search(r"\| loss [-\d.e+]+ \| [\d.e+]+ steps/s \|", x) for x in lines)
+
+
+def test_stderr_has_no_native_library_notices(debug_run):
+    _, result = debug_run
+    noisy = [x for x in result.stderr.splitlines() if any(n in x for n in NOTICES)]
+    assert not noisy, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_notices_only_with_verbose(tmp_path, verbose):
+    require("tensorflow")
+    # A bad binding stops the command right after it imported Keras (and so
+    # TensorFlow), which prints the notices.
+    args = ["--backend", "tensorflow", "--gin_param", "train.stepz = 3"]
+    result = run(
+        command("--logdir", str(tmp_path), *args, *(["--verbose"] if verbose else []))
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    noisy = [x for x in result.stderr.splitlines() if any(n in x for n in NOTICES)]
+    assert bool(noisy) == verbose, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
+    assert len(errors) == 1 and "train.stepz" in errors[0], result.stderr[-3000:]
+
+
+def test_the_mlflow_run_holds_metrics_params_and_videos(debug_run, tmp_path):
+    require("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    logdir, _ = debug_run
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=f"file://{logdir}/mlruns")
+    experiment = client.get_experiment_by_name("keras-dreamer")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == logdir.name
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [2, 4, 6, 8]
+    lines = read_jsonl(logdir / "metrics.jsonl")
+    assert history[-1].value == pytest.approx(lines[-1]["train/loss"])
+    params = run.data.params
+    assert params["train.steps"] == "8" and params["make_env.max_steps"] == "10"
+    assert params["make_world_model.loss_scales"] == "{'rep': 0.2}"
+    media = {a.path for a in client.list_artifacts(run.info.run_id, "media")}
+    assert {f"media/report_openloop_image_{s}.gif" for s in (0, 4, 8)} <= media
+    gif = client.download_artifacts(
+        run.info.run_id, "media/report_openloop_image_8.gif", str(tmp_path)
+    )
+    with Image.open(gif) as image:
+        assert image.n_frames == 8 + 10
+
+
+def test_an_unreachable_mlflow_server_exits_2_with_one_line(tmp_path):
+    require("mlflow")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    args = ["--gin_file", DEBUG, "--gin_param", "train.outputs = ('jsonl', 'mlflow')"]
+    result = run(
+        command("--logdir", str(tmp_path), *args), env={"MLFLOW_TRACKING_URI": uri}
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [x for x in result.stderr.splitlines() if "keras-dreamer train" in x]
+    assert len(errors) == 1 and "output 'mlflow'" in errors[0], result.stderr[-3000:]
+    assert f"cannot reach the MLflow tracking server at {uri}" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not glob.glob(str(tmp_path / "ckpt" / "0*"))  # refused before any step
 
 
 def test_killed_run_resumes_without_duplicates(tmp_path):
@@ -247,6 +335,8 @@ def test_bare_command_runs_the_default_config(tmp_path):
         (["--gin_param", "make_world_model.preset = 'size7m'"], "size7m"),
         (["--gin_param", "train.eval_episodes = 0"], "train.eval_episodes"),
         (["--gin_param", "train.env_standby = -1"], "train.env_standby"),
+        (["--gin_param", "make_agent.imag_length = 0"], "imag_length"),
+        (["--gin_param", "make_agent.loss_scales = {'polcy': 1.0}"], "'polcy'"),
     ],
 )
 def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):

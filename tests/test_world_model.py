@@ -320,3 +320,23 @@ def test_keras_file_round_trip(model, tmp_path):
     np.testing.assert_array_equal(actual["reward"], expected["reward"])
     assert isinstance(loaded.optimizer, kd.optimizers.LaProp)
     assert int(loaded.optimizer.iterations.numpy()) == 1
+
+
+def test_misspelled_or_negative_loss_scales_are_refused():
+    space = {"image": (16, 16, 3), "vector": (4,)}
+    with pytest.raises(ValueError) as info:
+        kd.WorldModel(space, 3, preset="debug", loss_scales={"imgae": 2.0})
+    message = str(info.value)
+    assert "'imgae'" in message and "did you mean 'image'" in message
+    assert message.endswith("valid keys: con, dyn, image, rec, rep, rew, vector.")
+    # The agent's scales are not the world model's.
+    with pytest.raises(ValueError, match="Unknown loss scale 'policy'"):
+        kd.WorldModel(space, 3, preset="debug", loss_scales={"policy": 1.0})
+    with pytest.raises(ValueError, match=r"loss_scales\['rep'\] must be .* got -0.1"):
+        kd.WorldModel(space, 3, preset="debug", loss_scales={"rep": -0.1})
+    with pytest.raises(ValueError, match="loss_scales must be a dict"):
+        kd.WorldModel(space, 3, preset="debug", loss_scales=[("rep", 1.0)])
+    model = kd.WorldModel(
+        space, 3, preset="debug", mults=(4, 4), loss_scales={"vector": 0.5}
+    )
+    assert model.config["loss_scales"]["vector"] == 0.5

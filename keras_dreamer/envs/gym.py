@@ -97,6 +97,7 @@ class Gym(Env):
         self._rng = np.random.default_rng(seed)
         self._seed = seed
         self._prev_action = None
+        self._last_frame = None
 
     def close(self):
         """Close the Gymnasium env."""
@@ -121,6 +122,7 @@ class Gym(Env):
                 frames.append(self._frame(obs))
             if terminal or truncated:
                 break
+        self._last_frame = frames[-1]
         return self._observe(frames), reward, bool(terminal), bool(truncated)
 
     def _start(self, seed):
@@ -142,6 +144,9 @@ class Gym(Env):
         return np.asarray(self._env.render() if self._from_render else obs)
 
     def _observe(self, frames):
+        # Only frames of one `step` are pooled: the first observation of an
+        # episode is its own frame, never the maximum with a frame of the
+        # previous episode (DreamerV3's Atari env once mixed them).
         frame = frames[-1]
         if self.pool and len(frames) > 1:
             frame = np.maximum(frames[-2], frame)
@@ -186,7 +191,7 @@ class Atari(Gym):
         full_action_space: all 18 actions (True) or the game's minimal set.
         terminal_on_life_loss: end the episode as terminal when a life is
             lost; the next episode then continues the same game (the console
-            is only reset on game over).
+            is only reset on game over) from the current screen.
         seed: int seed (ALE and the no-ops), or None.
         **make_kwargs: more arguments for `gymnasium.make`.
 
@@ -240,8 +245,11 @@ class Atari(Gym):
 
     def _reset(self, seed):
         if self._resume is not None and seed is None:
-            obs, self._resume = self._resume, None  # same game, next life
-            return obs
+            # Same game, next life: the episode starts from the console's
+            # current screen alone, not the pooled last observation of the
+            # life that ended.
+            frame, self._resume = self._resume, None
+            return self._observe([frame])
         self._resume = None
         frame = self._start(seed)
         for _ in range(int(self._rng.integers(self.noops + 1))):
@@ -258,7 +266,7 @@ class Atari(Gym):
         lost, self._lives = lives < self._lives, lives
         if lost and self.terminal_on_life_loss and not (terminal or truncated):
             terminal = True
-            self._resume = obs
+            self._resume = self._last_frame
         return obs, reward, terminal, truncated
 
 

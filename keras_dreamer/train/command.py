@@ -13,6 +13,8 @@ import os
 import sys
 import traceback
 
+from keras_dreamer.train import quiet
+
 BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow"}
 GIN_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs"
@@ -116,6 +118,12 @@ def add_arguments(parser):
         help=f"multi-process run: this process's id, 0 writes the logdir "
         f"(or {ENV_VARS['process_id']})",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the native libraries' logs: TensorFlow's start-up notices "
+        "(oneDNN, absl, CPU features) and its C++ info lines, hidden by default",
+    )
 
 
 def select_backend(name):
@@ -213,13 +221,21 @@ def run(args):
         gin file 'no.gin' not found
     """
     select_backend(args.backend)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info noise
+    verbose = bool(getattr(args, "verbose", False))
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info
     devices = parse_devices(getattr(args, "devices", None))
     for name, variable in ENV_VARS.items():
         value = getattr(args, name, None)
         if value is not None:
             os.environ[variable] = str(value)
     files = [resolve_gin_file(f) for f in (args.gin_file or [DEFAULT_GIN])]
+    with quiet.filtered_stderr(not verbose):
+        return _train(args, files, devices)
+
+
+def _train(args, files, devices):
+    """Parses the gin config and runs `job.train` (see `run`)."""
     import gin
 
     from keras_dreamer.train import job

@@ -37,6 +37,7 @@ from keras_dreamer.logger.outputs import TensorBoardOutput
 from keras_dreamer.logger.outputs import TerminalOutput
 from keras_dreamer.optimizers import LaProp
 from keras_dreamer.spaces import as_obs_space
+from keras_dreamer.train import progress
 from keras_dreamer.world_model import WorldModel
 
 # DreamerV3's terminal filter: scores, lengths, speeds and the train losses.
@@ -264,11 +265,14 @@ def train(
         report_length: steps per report sequence (observe half, imagine half).
         save_every: train steps between checkpoints.
         outputs: logger outputs ("terminal", "jsonl", "scores",
-            "tensorboard", "wandb", "media").
+            "tensorboard", "wandb", "mlflow", "media").
         terminal_pattern: regex of the keys the terminal shows.
         seed: seed of the env, replay, policy and model.
         jit_compile: `Model.compile(jit_compile=...)`.
-        verbose: `fit`'s progress bar setting.
+        verbose: "auto": Keras's progress bar when stdout is a terminal,
+            else (a batch job, `nohup`, a pipe) one plain line per
+            `log_every` steps instead (`progress.ProgressLines`); "lines":
+            always those lines; 0, 1, 2: `fit`'s own setting.
         agent: train `kd.Agent` (`make_agent`), whose policy collects the
             data; False trains only `make_world_model` on a random policy.
         eval_every: train steps between evaluations (None: off): whole
@@ -348,6 +352,10 @@ def train(
             raise ConfigError(
                 f"train.{name} must be a positive int{allowed}, got {value!r}."
             )
+    try:
+        fit_verbose, progress_lines = progress.fit_verbosity(verbose)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     previous = distribute.current()
     try:
         distribute.initialize()
@@ -387,7 +395,10 @@ def train(
     if not chief:  # the others never touch the logdir; their episode stats go
         callbacks.append(_DrainMetrics(collector))
     else:
-        callbacks += _writers(
+        callbacks += _writers_or_close(
+            collector,
+            evaluator,
+            previous,
             logdir,
             run,
             agent,
@@ -401,6 +412,10 @@ def train(
             evaluator,
             eval_every,
         )
+        if progress_lines:
+            callbacks.append(
+                progress.ProgressLines(steps, log_every or steps_per_epoch)
+            )
     summary = callbacks[0]
     started = time.time()
     try:
@@ -410,7 +425,7 @@ def train(
             epochs=steps // steps_per_epoch,
             initial_epoch=start_step // steps_per_epoch,
             callbacks=callbacks,
-            verbose=verbose if chief else 0,
+            verbose=fit_verbose if chief else 0,
             shuffle=False,
         )
     finally:
@@ -430,6 +445,18 @@ def train(
         "processes": distribute.process_count(),
     }
     return result
+
+
+def _writers_or_close(collector, evaluator, previous, *args):
+    """`_writers`; if one cannot be built, the envs are closed first."""
+    try:
+        return _writers(*args)
+    except BaseException:
+        collector.close()
+        if evaluator is not None:
+            evaluator.close()
+        _restore_distribution(previous)
+        raise
 
 
 def _restore_distribution(previous):
@@ -852,16 +879,21 @@ def _outputs(names, logdir, terminal_pattern, start_step):
     built = []
     for name in names:
         key = name.strip().lower() if isinstance(name, str) else None
-        if key == "terminal":
-            built.append(TerminalOutput(pattern=terminal_pattern))
-        elif key == "tensorboard":
-            built.append(
-                TensorBoardOutput(
-                    logdir, purge_step=start_step + 1 if start_step else None
+        try:
+            if key == "terminal":
+                built.append(TerminalOutput(pattern=terminal_pattern))
+            elif key == "tensorboard":
+                built.append(
+                    TensorBoardOutput(
+                        logdir, purge_step=start_step + 1 if start_step else None
+                    )
                 )
-            )
-        else:
-            built.append(make_output(name, logdir))
+            else:
+                built.append(make_output(name, logdir))
+        except Exception as error:  # e.g. an unreachable MLflow server
+            for output in built:
+                output.close()
+            raise ConfigError(f"output {name!r}: {error}") from error
     return built
 
 

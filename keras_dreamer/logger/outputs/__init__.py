@@ -11,9 +11,11 @@ and `close()`. `make` builds one from a name, so configuration can say
 | "scores"      | `JSONLOutput(logdir, "scores.jsonl", SCORES_PATTERN)` | yes       |
 | "tensorboard" | `TensorBoardOutput(logdir)` -> `events.out.tfevents.*` | yes      |
 | "wandb"       | `WandBOutput(dir=logdir, name=<logdir base name>)` | no           |
+| "mlflow"      | `MLflowOutput(logdir=logdir, run_name=<base name>)` | see below    |
 | "media"       | `MediaOutput(logdir)` -> `media/<key>_<step>.gif`  | yes          |
 
-`SCORES_PATTERN` keeps `episode/score` and `episode/length`.
+`SCORES_PATTERN` keeps `episode/score` and `episode/length`. "mlflow" logs to
+`MLFLOW_TRACKING_URI` when it is set, else to a store in `logdir/mlruns`.
 """
 
 import os
@@ -25,6 +27,7 @@ from keras_dreamer.logger.outputs.custom import CallableOutput
 from keras_dreamer.logger.outputs.jsonl import JSONLOutput
 from keras_dreamer.logger.outputs.jsonl import truncate_jsonl
 from keras_dreamer.logger.outputs.mediafiles import MediaOutput
+from keras_dreamer.logger.outputs.mlflow import MLflowOutput
 from keras_dreamer.logger.outputs.tensorboard import TensorBoardOutput
 from keras_dreamer.logger.outputs.terminal import TerminalOutput
 from keras_dreamer.logger.outputs.terminal import format_value
@@ -34,6 +37,7 @@ __all__ = [
     "AsyncOutput",
     "CallableOutput",
     "JSONLOutput",
+    "MLflowOutput",
     "MediaOutput",
     "NAMES",
     "Output",
@@ -71,6 +75,10 @@ _FACTORIES = {
         dir=logdir, name=os.path.basename(os.path.abspath(logdir)) if logdir else None
     ),
     "media": lambda logdir: MediaOutput(_needs_logdir("media", logdir)),
+    "mlflow": lambda logdir: MLflowOutput(
+        logdir=logdir,
+        run_name=os.path.basename(os.path.abspath(logdir)) if logdir else None,
+    ),
 }
 NAMES = tuple(sorted(_FACTORIES))
 
