@@ -246,6 +246,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
         if update:
             self.critic.update_slow()
         values = self.world_model.loss_metrics(batch, outputs)
+        _, batch = self.world_model.split_context(batch)
         imagination = None
         if "action" in noise or "latent" in noise:
             imagination = {k: noise[k] for k in ("action", "latent")}
@@ -260,7 +261,8 @@ class Agent(fitting.DreamerTraining, keras.Model):
         """Every quantity of the actor-critic losses, unreduced.
 
         Args:
-            batch: a sequence batch `[B, T]`.
+            batch: a sequence batch `[B, T]` (or `[B, T + 1]` with replay
+                context, see `WorldModel.split_context`).
             outputs: the world model's outputs on `batch` (`call`).
             update: whether to update the return normaliser first.
             noise: optional imagination noise (see `imagine`).
@@ -276,6 +278,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
         """
         wm, actor, critic = self.world_model, self.actor, self.critic
         config = self.agent_config
+        _, batch = wm.split_context(batch)
         shape = ops.shape(batch["is_first"])
         batch_size, length = shape[0], shape[1]
         start = {

@@ -19,6 +19,11 @@ STEP_KEYS = ("reward", *FLAG_KEYS)
 RESERVED_KEYS = ("action", *STEP_KEYS)
 # Env step keys with this prefix are metrics to log, not data to store.
 LOG_PREFIX = "log/"
+# Replay context: each step's stored posterior latent, `[B, T + 1, deter]`
+# and `[B, T + 1, stoch, classes]`. With them a batch has one leading
+# context step, whose latent (and action) start the RSSM; see
+# `WorldModel.split_context`.
+LATENT_KEYS = ("latent/deter", "latent/stoch")
 # The train-log entry in which models report the frames (B * T) of a batch.
 FRAMES_KEY = "frames"
 

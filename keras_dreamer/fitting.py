@@ -22,6 +22,7 @@ from keras import ops
 from keras_dreamer import distribute
 from keras_dreamer import xla_options
 from keras_dreamer.batch import FRAMES_KEY
+from keras_dreamer.batch import LATENT_KEYS
 from keras_dreamer.ops import backend
 from keras_dreamer.xla_options import keras_jit_options
 
@@ -68,6 +69,9 @@ class StepValues(keras.metrics.Metric):
 def batch_frames(batch):
     """The number of frames `B * T` of a sequence batch, as a float32 scalar.
 
+    A batch with replay context (`latent/*` keys) counts its T trained steps,
+    not the leading context step.
+
     The batch size and length are read from `is_first` (or `action`), so it
     works on traced tensors and with a partial last batch. Models add it to
     their train logs as `frames` (see `FRAMES_KEY`), which
@@ -86,7 +90,10 @@ def batch_frames(batch):
     """
     ref = batch["is_first"] if "is_first" in batch else batch["action"]
     shape = ops.shape(ref)
-    return ops.cast(shape[0], "float32") * ops.cast(shape[1], "float32")
+    length = ops.cast(shape[1], "float32")
+    if LATENT_KEYS[0] in batch:
+        length = length - 1.0  # a replay-context step is not trained on
+    return ops.cast(shape[0], "float32") * length
 
 
 def frames_log(batch):

@@ -10,6 +10,7 @@ from keras_dreamer import fitting
 from keras_dreamer import openloop
 from keras_dreamer import ops as kdops
 from keras_dreamer import presets
+from keras_dreamer.batch import LATENT_KEYS
 from keras_dreamer.batch import RESERVED_KEYS
 from keras_dreamer.batch import check_batch
 from keras_dreamer.layers.decoder import Decoder
@@ -53,6 +54,11 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
 
     The RSSM is fed the previous action (`action[:, t-1]`; zero at the first
     step of a batch and wherever `is_first`).
+
+    Replay context (DreamerV3's `replay_context 1`): a batch that also holds
+    each step's stored posterior latent (`latent/deter`, `latent/stoch`) has
+    one leading context step; its latent and action start the RSSM and the
+    losses cover the other T steps (see `split_context`).
 
     Args:
         obs_space: dict of observation key to `kd.Box`, `kd.Discrete` or a
@@ -209,7 +215,8 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         """Posterior features and all predictions for a batch.
 
         Args:
-            batch: a sequence batch.
+            batch: a sequence batch (with a leading context step when it holds
+                `latent/deter` and `latent/stoch`, see `split_context`).
             training: unused (the model has no dropout); kept for Keras.
             noise: optional uniform noise `[B, T, stoch, classes]` for the
                 posterior samples, for exactly reproducible outputs.
@@ -217,12 +224,56 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         Returns:
             dict with `deter`, `stoch`, `post` and `prior` logits, `recon`
             (dict of decoded obs: images in [0, 1]), `reward` (two-hot logits)
-            and `cont` (logits), each `[B, T, ...]`.
+            and `cont` (logits), each `[B, T, ...]` (the steps after the
+            context).
         """
         self.check_batch(batch)
-        carry = self.initial_carry(ops.shape(batch["is_first"])[0])
+        carry, batch = self.split_context(batch)
+        if carry is None:
+            carry = self.initial_carry(ops.shape(batch["is_first"])[0])
         _, feat = self.observe(carry, batch, noise=noise)
         return self._predict(feat)
+
+    def split_context(self, batch):
+        """The replay context of a batch: its starting carry and trained steps.
+
+        A batch holding each step's stored posterior latent (`latent/deter`
+        `[B, T + 1, deter]`, `latent/stoch` `[B, T + 1, stoch, classes]`)
+        starts from its first step: the RSSM's carry is that step's latent
+        and the previous action of the next step is that step's action (both
+        zeroed where the next step `is_first`), as the reference's
+        `_apply_replay_context`. The other T steps are trained on.
+
+        Args:
+            batch: a sequence batch.
+
+        Returns:
+            `(carry, steps)`: the carry `{"deter", "stoch", "action"}` and the
+            batch of the T trained steps (without the latent keys); `(None,
+            batch)` for a batch without latents.
+
+        Examples:
+            >>> import numpy as np
+            >>> import keras_dreamer as kd
+            >>> wm = kd.WorldModel({"image": (16, 16, 3)}, kd.Discrete(3),
+            ...                    preset="debug", mults=(4, 4))
+            >>> batch = {"action": np.zeros((2, 6), "int32"),
+            ...          "is_first": np.zeros((2, 6), bool),
+            ...          "latent/deter": np.zeros((2, 6, 8), "float32"),
+            ...          "latent/stoch": np.zeros((2, 6, 2, 4), "float32")}
+            >>> carry, steps = wm.split_context(batch)
+            >>> tuple(carry["deter"].shape), sorted(steps), steps["is_first"].shape
+            ((2, 8), ['action', 'is_first'], (2, 5))
+        """
+        if LATENT_KEYS[0] not in batch:
+            return None, batch
+        carry = {
+            "deter": batch[LATENT_KEYS[0]][:, 0],
+            "stoch": batch[LATENT_KEYS[1]][:, 0],
+            "action": self.rssm.prepare_action(batch["action"])[:, 0],
+        }
+        steps = {k: v[:, 1:] for k, v in batch.items() if k not in LATENT_KEYS}
+        return carry, steps
 
     def _predict(self, feat):
         vector = self.feat_vector(feat)
@@ -289,6 +340,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         """
         if outputs is None:
             outputs = self(batch, noise=noise)
+        _, batch = self.split_context(batch)
         terms, metrics = self.loss_terms(batch, outputs)
         means = {name: ops.mean(value) for name, value in terms.items()}
         total = sum(self.loss_scale(name) * value for name, value in means.items())
@@ -326,10 +378,43 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
     # ------------------------------------------------------------ public API
 
     def check_batch(self, batch, min_length=1):
-        """Raises a `ValueError` naming what is wrong with `batch`, if anything."""
-        return check_batch(
-            batch, self.obs_spaces, self.act_space, min_length=min_length
+        """Raises a `ValueError` naming what is wrong with `batch`, if anything.
+
+        With replay context (`latent/deter` and `latent/stoch`), both latents
+        must be there with the RSSM's sizes, and T counts the context step.
+        """
+        context = [k for k in LATENT_KEYS if k in batch]
+        lead = check_batch(
+            batch,
+            self.obs_spaces,
+            self.act_space,
+            min_length=min_length + (1 if context else 0),
         )
+        if context:
+            if len(context) != len(LATENT_KEYS):
+                raise ValueError(
+                    f"Replay context needs both {list(LATENT_KEYS)}; the batch "
+                    f"has only {context}."
+                )
+            c = self.config
+            for key, tail in zip(
+                LATENT_KEYS, ((c["deter"],), (c["stoch"], c["classes"]))
+            ):
+                shape = tuple(batch[key].shape)
+                if (
+                    len(shape) != 2 + len(tail)
+                    or tuple(shape[2:]) != tail
+                    or any(
+                        a is not None and b is not None and a != b
+                        for a, b in zip(shape[:2], lead)
+                    )
+                ):
+                    raise ValueError(
+                        f"Batch key {key!r} has shape {shape}, expected "
+                        f"{(*lead, *tail)} (batch, time including the context step, "
+                        "latent)."
+                    )
+        return lead
 
     def initial_carry(self, batch_size):
         """The zero state `{"deter": [B, deter], "stoch": [B, stoch, classes]}`."""
@@ -438,6 +523,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
             k: np.asarray(keras.ops.convert_to_numpy(v)) for k, v in outputs.items()
         }
         metrics = {k: v for k, v in outputs.items() if not k.startswith("frames/")}
+        _, batch = self.split_context(batch)
         observed = int(batch["is_first"].shape[1]) // 2
         for image_key in self.encoder.image_keys:
             truth = np.asarray(batch[image_key][:shown])
@@ -451,12 +537,17 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         metrics = self.loss_metrics(batch)
         if not self.encoder.image_keys:
             return metrics
+        start, batch = self.split_context(batch)
+        if start is None:
+            start = self.initial_carry(shown)
+        else:
+            start = {k: v[:shown] for k, v in start.items()}
         length = batch["is_first"].shape[1]
         observed = length // 2
         part = {k: v[:shown] for k, v in batch.items()}
         context = {k: v[:, :observed] for k, v in part.items()}
-        carry, feat = self.observe(self.initial_carry(shown), context)
-        prev_action = self.previous_actions(part)[:, observed:]
+        carry, feat = self.observe(start, context)
+        prev_action = self.previous_actions(part, start)[:, observed:]
         _, imagined = self.imagine(carry, prev_action)
         recon = self.decoder(feat["deter"], feat["stoch"])
         predicted = self.decoder(imagined["deter"], imagined["stoch"])
