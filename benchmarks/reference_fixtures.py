@@ -74,7 +74,12 @@ CASES = {
     "discrete": {"agent.opt.lr": 1e-3, "agent.opt.warmup": 0},
     # The reference's learning rate and warm-up (the ramp's 6th step).
     "continuous": {},
+    # Replay context: one leading step whose stored latent is the carry.
+    "context": {"replay_context": 1, "agent.opt.lr": 1e-3, "agent.opt.warmup": 0},
 }
+# The context case checks what the context changes (the forward pass, the
+# losses, the gradient); the update and acting are the other cases'.
+LIGHT_CASES = ("context",)
 BATCH, LENGTH, ACT_STEPS, OPT_COUNT = 3, 8, 6, 5
 
 # A tiny Crafter agent trained by the reference's own script.
@@ -421,8 +426,8 @@ def _perturbed(params, rng):
     return out
 
 
-def _batch(rng, continuous):
-    B, T = BATCH, LENGTH
+def _batch(rng, continuous, context=0):
+    B, T = BATCH, LENGTH + context
     batch = {
         "image": rng.integers(0, 256, (B, T, 16, 16, 3), dtype=np.uint8),
         "vec": (3.0 * rng.normal(size=(B, T, 5))).astype("f4"),
@@ -445,6 +450,17 @@ def _batch(rng, continuous):
         batch["action"] = rng.uniform(-1.5, 1.5, (B, T, 2)).astype("f4")
     else:
         batch["action"] = rng.integers(0, 3, (B, T)).astype(np.int32)
+    if context:
+        # Each step's stored posterior latent, as the replay would hold it;
+        # the first is the carry. Sequence 0 starts an episode after the
+        # context step (its carry is then reset), the others continue one.
+        deter, stoch, classes = 32, 4, 5
+        batch["dyn/deter"] = np.tanh(rng.normal(size=(B, T, deter))).astype("f4")
+        index = rng.integers(0, classes, (B, T, stoch))
+        batch["dyn/stoch"] = np.eye(classes, dtype="f4")[index]
+        batch["is_first"][:, :2] = False
+        batch["is_first"][0, 1] = True
+        batch["is_first"][:, 0] = True
     return batch
 
 
@@ -460,7 +476,8 @@ def parity_case(src, case, out_dir):
     rng = np.random.default_rng(1 if continuous else 0)
     params = _perturbed(outer.params, rng)
     state = {k: jnp.asarray(v) for k, v in params.items()}
-    batch = _batch(rng, continuous)
+    context = int(full.replay_context)
+    batch = _batch(rng, continuous, context)
     data = {k: jnp.asarray(v) for k, v in batch.items()}
     seed = jnp.array([7, 7], jnp.uint32)
 
@@ -493,10 +510,16 @@ def parity_case(src, case, out_dir):
         carry = model.init_train(BATCH)
         return model.train(carry, data)
 
-    new_state, (_, _, train_metrics) = nj.pure(train)(dict(state), seed=seed)
+    new_state, (_, outs, train_metrics) = nj.pure(train)(dict(state), seed=seed)
     np.testing.assert_allclose(
         train_metrics["opt/loss"], values["loss/total"], rtol=1e-6
     )
+    if context:  # the fresh posteriors the reference writes back to its replay
+        np.testing.assert_allclose(outs["replay"]["dyn/deter"], values["wm/deter"])
+    if case in LIGHT_CASES:
+        for name in ("retnorm/lo/value", "retnorm/hi/value"):
+            values[f"after/{name}"] = np.asarray(new_state[name])
+        return _save(case, full, values, params, batch, {}, out_dir)
     for name, value in new_state.items():
         values[f"after/{name}"] = np.asarray(value)
 
@@ -509,6 +532,11 @@ def parity_case(src, case, out_dir):
     acting["is_first"][:, 0] = True
     acting["is_first"][1, 3] = True
     values.update(_acting(model, state, acting))
+    _save(case, full, values, params, batch, acting, out_dir)
+
+
+def _save(case, full, values, params, batch, acting, out_dir):
+    import jax
 
     for key, value in params.items():
         values[f"param/{key}"] = value

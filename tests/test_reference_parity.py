@@ -37,6 +37,7 @@ import pytest
 
 import keras_dreamer as kd
 from keras_dreamer import reference
+from keras_dreamer.batch import LATENT_KEYS
 from tests.helpers import value_and_grad
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -105,6 +106,10 @@ class Case:
         }
         batch.pop("consec")
         batch.pop("stepid")
+        # Replay context: each step's stored latent (the reference's names).
+        for ours, theirs in zip(LATENT_KEYS, ("dyn/deter", "dyn/stoch")):
+            if theirs in batch:
+                batch[ours] = batch.pop(theirs)
         if not continuous:
             batch["action"] = np.eye(3, dtype="float32")[batch["action"]]
         self.batch = batch
@@ -127,9 +132,17 @@ class Case:
         }
 
 
-@pytest.fixture(scope="module", params=["discrete", "continuous"])
+@pytest.fixture(scope="module", params=["discrete", "continuous", "context"])
 def case(request):
     return Case(request.param)
+
+
+def require_update(case):
+    if case.name == "context":
+        pytest.skip(
+            "the context fixture records the forward pass and the gradient; "
+            "the update and acting are the other cases'"
+        )
 
 
 def test_every_parameter_maps_once_and_back(case):
@@ -152,7 +165,8 @@ def test_every_parameter_maps_once_and_back(case):
 def test_encoder_rssm_decoder_and_heads(case):
     ref, wm = case.ref, case.agent.world_model
     perm = reference.token_permutation(case.agent)
-    tokens = wm.encoder({k: case.batch[k] for k in wm.obs_spaces})
+    steps = wm.split_context(case.batch)[1]
+    tokens = wm.encoder({k: steps[k] for k in wm.obs_spaces})
     assert_matches("encoder tokens", tokens, ref["wm/tokens"][..., perm], **FORWARD)
     out = case.agent(case.batch, noise=case.posterior_noise)
     assert_matches("posterior samples", out["stoch"], ref["wm/stoch"])
@@ -170,16 +184,23 @@ def test_encoder_rssm_decoder_and_heads(case):
 def test_each_rssm_step_from_the_same_carry(case):
     ref, wm = case.ref, case.agent.world_model
     rssm = wm.rssm
-    tokens = np.asarray(wm.encoder({k: case.batch[k] for k in wm.obs_spaces}))
-    prev_action = np.asarray(wm.previous_actions(case.batch))
+    start, steps = wm.split_context(case.batch)
+    tokens = np.asarray(wm.encoder({k: steps[k] for k in wm.obs_spaces}))
+    prev_action = np.asarray(wm.previous_actions(steps, start))
     length = tokens.shape[1]
-    for t in range(1, length):
-        carry = {"deter": ref["wm/deter"][:, t - 1], "stoch": ref["wm/stoch"][:, t - 1]}
+    for t in range(0 if start is not None else 1, length):
+        if t == 0:  # from the replay context's stored latent
+            carry = {"deter": start["deter"], "stoch": start["stoch"]}
+        else:
+            carry = {
+                "deter": ref["wm/deter"][:, t - 1],
+                "stoch": ref["wm/stoch"][:, t - 1],
+            }
         _, feat = rssm.obs_step(
             carry,
             prev_action[:, t],
             tokens[:, t],
-            case.batch["is_first"][:, t],
+            steps["is_first"][:, t],
             noise=case.posterior_noise[:, t],
         )
         assert_matches(
@@ -214,7 +235,7 @@ def test_each_rssm_step_from_the_same_carry(case):
 def test_world_model_losses_per_step(case):
     ref, wm = case.ref, case.agent.world_model
     out = case.agent(case.batch, noise=case.posterior_noise)
-    terms, metrics = wm.loss_terms(case.batch, out)
+    terms, metrics = wm.loss_terms(wm.split_context(case.batch)[1], out)
     for key in ("image", "vec", "rew", "con", "dyn", "rep"):
         assert_matches(
             f"loss/{key}", terms[f"loss/{key}"], ref[f"loss/{key}"], **FORWARD
@@ -314,6 +335,7 @@ def test_total_loss_and_every_gradient(case, stepped):
 
 
 def test_one_laprop_update_and_the_slow_critic(case, stepped):
+    require_update(case)
     ref, after = case.ref, stepped["after"]
     for key, theirs in ref.items():
         if not key.startswith("after/"):
@@ -399,6 +421,7 @@ def _assert_acting(name, results, ref, continuous):
 
 
 def test_policy_acts_as_the_reference(case):
+    require_update(case)
     continuous = isinstance(case.act_space, kd.Box)
     obs = {
         k[len("acting/obs/") :]: v
