@@ -465,7 +465,6 @@ def _batch(rng, continuous, context=0):
 
 
 def parity_case(src, case, out_dir):
-    import jax
     import jax.numpy as jnp
     import ninjax as nj
 

@@ -43,7 +43,9 @@ def test_context_batches_are_checked(model):
     assert model.check_batch(batch) == (2, 6)
     partial = dict(batch)
     del partial["latent/stoch"]
-    with pytest.raises(ValueError, match=r"needs both \['latent/deter', 'latent/stoch'\]"):
+    with pytest.raises(
+        ValueError, match=r"needs both \['latent/deter', 'latent/stoch'\]"
+    ):
         model.check_batch(partial)
     wrong = {**batch, "latent/stoch": batch["latent/stoch"][..., :3]}
     with pytest.raises(ValueError, match=r"'latent/stoch' has shape \(2, 6, 2, 3\)"):
@@ -74,7 +76,9 @@ def test_zero_context_is_a_fresh_start(model):
 
 
 def test_fit_trains_on_context_batches(model):
-    batches = [with_context(random_batch(batch=2, length=6, seed=i), i) for i in range(2)]
+    batches = [
+        with_context(random_batch(batch=2, length=6, seed=i), i) for i in range(2)
+    ]
     logs = RecordLogs()
     model.fit(Batches(batches, 3), epochs=1, verbose=0, callbacks=[logs])
     assert len(logs.logs) == 3
