@@ -64,8 +64,12 @@ def moving_square_batch(batch=8, length=16, size=16, seed=0):
     }
 
 
-def value_and_grad(fn, variables):
-    """`(fn(), d fn() / d variables)` for Keras variables, on either backend."""
+def value_and_grad(fn, variables, jit=False):
+    """`(fn(), d fn() / d variables)` for Keras variables, on either backend.
+
+    `jit=True` compiles the whole computation on JAX (much faster than
+    JAX's op-by-op execution for a large `fn`); `fn` must then be traceable.
+    """
     if keras.backend.backend() == "jax":
         import jax
 
@@ -74,7 +78,10 @@ def value_and_grad(fn, variables):
             with keras.StatelessScope(state_mapping=mapping):
                 return fn()
 
-        value, grads = jax.value_and_grad(pure)([v.value for v in variables])
+        grad_fn = jax.value_and_grad(pure)
+        value, grads = (jax.jit(grad_fn) if jit else grad_fn)(
+            [v.value for v in variables]
+        )
         return value, grads
     import tensorflow as tf
 

@@ -266,6 +266,7 @@ def stepped(case):
     total, grads = value_and_grad(
         lambda: agent.loss_metrics(case.batch, update=False, noise=noise)["loss"],
         variables,
+        jit=True,
     )
     grads_by_path = {v.path: np.asarray(g) for v, g in zip(variables, grads)}
     agent.critic.update_slow()  # the first call only counts (see load_into)
