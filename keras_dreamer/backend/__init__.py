@@ -25,8 +25,6 @@ a module here, `name()` works and every other name raises
 
 import keras
 
-from keras_dreamer.backend.common import log_once  # noqa: F401
-
 SUPPORTED = ("jax", "tensorflow")
 
 
