@@ -10,7 +10,7 @@ variants alternate over `--rounds`; medians.
 Variants: `nhwc` (Keras's default layout, what the model runs), `nchw` (the
 `channels_first` layout), `nhwc_bf16` (bf16 inputs with float32 accumulation,
 `preferred_element_type`), `nhwc_matmul_grad` (the package's JAX CPU
-convolution, `keras_dreamer.jax_conv.conv2d_same`: XLA's forward pass and
+convolution, `keras_dreamer.backend.jax_conv.conv2d_same`: XLA's forward pass and
 input gradient, the kernel gradient as matrix products), and any of them with
 `--xla-flags`.
 
@@ -69,7 +69,7 @@ for name, n, hw, cin, cout in args["shapes"]:
     def conv(x, w):
         if variant == "nhwc_matmul_grad":
             sys.path.insert(0, os.environ["KD_ROOT"])
-            from keras_dreamer import jax_conv
+            from keras_dreamer.backend import jax_conv
             return jax_conv.conv2d_same(x, w)
         y = jax.lax.conv_general_dilated(
             x, w, (1, 1), "SAME", dimension_numbers=layout,

@@ -19,7 +19,7 @@ as in the reference's figure):
   counted number for the world model.
 
 The decoder's convolutions run on the low-resolution input with folded
-kernels (`keras_dreamer.ops.upsample_conv2d_same`: 36 multiply-adds per input
+kernels (`keras_dreamer.layers.conv.upsample_conv2d_same`: 36 multiply-adds per input
 pixel and channel pair for a 5x5 kernel where the reference's convolution of
 the upsampled image does 100), and the encoder's convolution of the image on
 its space-to-depth rearrangement (`conv2d_same_pooled_blocks`: 1.44x the
@@ -222,7 +222,7 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
         backward) and the forward FLOPs per part (`encoder`, `rssm`,
         `decoder`, `heads`).
     """
-    from keras_dreamer.ops import pool_conv_on_blocks
+    from keras_dreamer.layers.conv import pool_conv_on_blocks
 
     c = config
     n = batch * length
@@ -303,8 +303,8 @@ def world_model_flops(config, image_shape, act_width, batch, length, vector_widt
 
 def folded_taps(kernel):
     """Kernel taps (rows x columns) of a folded `kernel` x `kernel`
-    convolution (`keras_dreamer.ops.upsample_fold`): 9 for 5x5."""
-    from keras_dreamer.ops import upsample_fold
+    convolution (`keras_dreamer.layers.conv.upsample_fold`): 9 for 5x5."""
+    from keras_dreamer.layers.conv import upsample_fold
 
     return upsample_fold(kernel)[0].shape[1] ** 2
 

@@ -1,9 +1,9 @@
 """An encoder stage (5x5 'same' convolution + 2x2 max pooling) two ways.
 
-`plain`: the convolution, then the pooling (`kd.ops.conv2d_same` and
-`kd.ops.max_pool2`). `s2d`: one convolution of the 2x2 space-to-depth input
-and a max over each block's four outputs (`kd.ops.conv2d_same_pooled_blocks`).
-`kd.ops.pool_conv_on_blocks` picks between them per backend and input shape
+`plain`: the convolution, then the pooling (`kd.layers.conv.conv2d_same` and
+`kd.layers.conv.max_pool2`). `s2d`: one convolution of the 2x2 space-to-depth input
+and a max over each block's four outputs (`kd.layers.conv.conv2d_same_pooled_blocks`).
+`kd.layers.conv.pool_conv_on_blocks` picks between them per backend and input shape
 from these measurements. Each stage is timed forward + backward (the kernel
 gradient, and the input gradient except for the image layer), the two paths
 alternating in one process, medians; one fresh process per backend.
@@ -54,13 +54,13 @@ sys.path.insert(0, os.environ["KD_ROOT"])
 import numpy as np
 import keras
 from keras import ops
-from keras_dreamer import ops as kdops
+from keras_dreamer.layers import conv as kdconv
 
 args = json.loads(sys.argv[1])
 backend = keras.backend.backend()
 PATHS = {
-    "plain": lambda x, k: kdops.max_pool2(kdops.conv2d_same(x, k)),
-    "s2d": lambda x, k: ops.max(kdops.conv2d_same_pooled_blocks(x, k), axis=3),
+    "plain": lambda x, k: kdconv.max_pool2(kdconv.conv2d_same(x, k)),
+    "s2d": lambda x, k: ops.max(kdconv.conv2d_same_pooled_blocks(x, k), axis=3),
 }
 if backend == "jax":
     import jax
@@ -103,7 +103,7 @@ for name, n, hw, cin, cout in args["stages"]:
             run(steps[p], x, k, g)
             times[p].append(time.perf_counter() - t)
     out[name] = {p: statistics.median(v) for p, v in times.items()}
-    out[name]["chosen"] = "s2d" if kdops.pool_conv_on_blocks(hw, hw, cin) else "plain"
+    out[name]["chosen"] = "s2d" if kdconv.pool_conv_on_blocks(hw, hw, cin) else "plain"
 print("RESULT " + json.dumps({**args, "results": out, "load": os.getloadavg()[0]}))
 """
 

@@ -1,6 +1,6 @@
 """JAX updates with and without keras-dreamer's XLA compiler options.
 
-`auto`: the options `kd.xla_options.jax_compiler_options()` chooses (on a
+`auto`: the options `keras_dreamer.backend.compiler_options()` chooses (on a
 CPU, convolutions with XLA's own kernels instead of YNNPACK fusions); `off`:
 XLA's defaults (`KERAS_DREAMER_XLA_OPTIONS=off`). Both models are built and
 compiled in one process, then their updates alternate, so the machine's

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
+from keras_dreamer import backend
 from keras_dreamer import fitting
-from keras_dreamer import ops as kdops
 from keras_dreamer import presets
 from keras_dreamer import returns
 from keras_dreamer.batch import RESERVED_KEYS
@@ -415,7 +415,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
             return carry, {**carry, "action": action}
 
         start = {k: ops.cast(v, rssm.compute_dtype) for k, v in start.items()}
-        _, ys = kdops.scan(step, start, noise)
+        _, ys = backend.scan(step, start, noise)
         traj = {
             k: ops.concatenate(
                 [ops.expand_dims(start[k], 1), ops.swapaxes(ys[k], 0, 1)], 1

@@ -1,4 +1,4 @@
-"""Data-parallel and multi-process training: every backend branch in one place.
+"""Data-parallel and multi-process training.
 
 A run is data parallel when a `keras.distribution.DataParallel` is set before
 the model is built: Keras then replicates every variable (weights, optimizer
@@ -41,7 +41,7 @@ import os
 import keras
 import numpy as np
 
-from keras_dreamer.ops import backend
+from keras_dreamer import backend
 
 # The environment variables `keras.distribution.initialize` reads.
 ENV_JOB_ADDRESSES = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
@@ -137,7 +137,7 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
     count = requested_processes(num_processes)
     if count == 1 or _initialized["done"]:
         return False
-    if backend() != "jax":
+    if not backend.SUPPORTS_DISTRIBUTION:
         raise DistributionError(TF_UNSUPPORTED)
     address = job_addresses or os.environ.get(ENV_JOB_ADDRESSES)
     index = process_id if process_id is not None else os.environ.get(ENV_PROCESS_ID)
@@ -152,9 +152,7 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
         raise DistributionError(
             f"process_id must be in 0..{count - 1} for {count} processes, got {index}."
         )
-    import jax
-
-    if jax.distributed.is_initialized():
+    if backend.distributed_initialized():
         _initialized["done"] = True
         return False
     try:
@@ -175,11 +173,7 @@ def process_count():
         >>> process_count()
         1
     """
-    if backend() == "jax":
-        import jax
-
-        return jax.process_count()
-    return 1
+    return backend.process_count()
 
 
 def process_index():
@@ -189,11 +183,7 @@ def process_index():
         >>> process_index()
         0
     """
-    if backend() == "jax":
-        import jax
-
-        return jax.process_index()
-    return 0
+    return backend.process_index()
 
 
 def is_chief():
@@ -213,11 +203,7 @@ def local_device_count():
         >>> local_device_count() >= 1
         True
     """
-    if backend() == "jax":
-        import jax
-
-        return jax.local_device_count()
-    return 1
+    return backend.local_device_count()
 
 
 # -------------------------------------------------------------- distribution
@@ -263,19 +249,17 @@ def make_distribution(spec):
     processes = process_count()
     if spec is None and processes == 1:
         return None
-    if backend() != "jax":
+    if not backend.SUPPORTS_DISTRIBUTION:
         if spec == 1:
             return None
         raise DistributionError(
             f"train.distribution={spec!r} asks for several devices. " + TF_UNSUPPORTED
         )
-    import jax
-
-    local = jax.local_device_count()
+    local = backend.local_device_count()
     per_process = local if spec in (None, DATA_PARALLEL) else spec
     if per_process > local:
         hint = ""
-        if jax.default_backend() == "cpu":
+        if backend.on_cpu():
             hint = (
                 " For several CPU devices set XLA_FLAGS="
                 f"--xla_force_host_platform_device_count={per_process} before "
@@ -284,14 +268,9 @@ def make_distribution(spec):
         raise DistributionError(
             f"train.distribution={spec!r} asks for {per_process} devices per "
             f"process, but this process has {local}: "
-            f"{[str(d) for d in jax.local_devices()]}.{hint}"
+            f"{backend.local_device_names()}.{hint}"
         )
-    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-    chosen = []
-    for index in range(processes):
-        mine = [d for d in devices if d.process_index == index]
-        chosen.extend(mine[:per_process])
-    names = [f"{d.platform}:{d.id}" for d in chosen]
+    names = backend.mesh_device_names(per_process)
     return keras.distribution.DataParallel(devices=names, auto_shard_dataset=False)
 
 
@@ -312,7 +291,7 @@ def set_distribution(spec):
         True
     """
     distribution = make_distribution(spec)
-    if backend() == "jax":
+    if backend.SUPPORTS_DISTRIBUTION:
         keras.distribution.set_distribution(distribution)
     return distribution
 
@@ -347,7 +326,7 @@ def current():
         >>> current() is None
         True
     """
-    if backend() != "jax":
+    if not backend.SUPPORTS_DISTRIBUTION:
         return None
     return keras.distribution.distribution()
 
@@ -415,8 +394,8 @@ def check_fit(model, batch_size=None):
         >>> import keras
         >>> check_fit(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]), 4)
     """
-    if backend() != "jax":
-        if _tf_distribution_set(model):
+    if not backend.SUPPORTS_DISTRIBUTION:
+        if backend.distribution_set(model):
             raise DistributionError(TF_UNSUPPORTED)
         return
     distribution = current()
@@ -424,8 +403,7 @@ def check_fit(model, batch_size=None):
         return
     devices = device_count(distribution)
     for variable in model.weights:
-        value = variable.value
-        placed = len(value.sharding.device_set)
+        placed = backend.value_device_count(variable.value)
         if placed != devices:
             raise DistributionError(
                 f"The variable {variable.path!r} lives on {placed} device(s) but "
@@ -440,14 +418,6 @@ def check_fit(model, batch_size=None):
             f"This process's batch of {batch_size} sequences does not divide "
             f"over its {local_devices} devices."
         )
-
-
-def _tf_distribution_set(model):
-    if keras.distribution.distribution() is not None:
-        return True
-    # Keras's TensorFlow trainer keeps the strategy it was built under.
-    strategy = getattr(model, "distribute_strategy", None)
-    return strategy is not None and strategy.num_replicas_in_sync > 1
 
 
 # ------------------------------------------------------------- local values
@@ -475,16 +445,7 @@ def local_values(values):
         >>> local_values([np.zeros(2)])[0].tolist()
         [0.0, 0.0]
     """
-    if backend() != "jax":
-        return list(values)
-    import jax
-
-    out = []
-    for value in values:
-        if isinstance(value, jax.Array) and len(value.sharding.device_set) > 1:
-            value = value.addressable_data(0)
-        out.append(value)
-    return out
+    return backend.local_values(values)
 
 
 def assign_local(variable, value):
@@ -507,9 +468,7 @@ def assign_local(variable, value):
         >>> float(variable.value)
         1.0
     """
-    if process_count() > 1:
-        return
-    variable.assign(value)
+    backend.assign_local(variable, value)
 
 
 def broadcast_from_chief(tree):
@@ -531,7 +490,6 @@ def broadcast_from_chief(tree):
     """
     if process_count() == 1:
         return keras.tree.map_structure(np.asarray, tree)
-    from jax.experimental import multihost_utils
 
     def to_wire(x):
         x = np.asarray(x)
@@ -542,7 +500,7 @@ def broadcast_from_chief(tree):
         return np.asarray(x).astype(original.dtype)
 
     sent = keras.tree.map_structure(to_wire, tree)
-    received = multihost_utils.broadcast_one_to_all(sent)
+    received = backend.broadcast_one_to_all(sent)
     return keras.tree.map_structure(from_wire, received, tree)
 
 
@@ -586,7 +544,7 @@ def no_distribution():
         ...     print(current())
         None
     """
-    if backend() != "jax":
+    if not backend.SUPPORTS_DISTRIBUTION:
         yield
         return
     previous = keras.distribution.distribution()
@@ -719,9 +677,7 @@ def gather(value):
     """
     if process_count() == 1:
         return np.asarray([value])
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(np.asarray(value)))
+    return np.asarray(backend.process_allgather(np.asarray(value)))
 
 
 def process_seed(seed):

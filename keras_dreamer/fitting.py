@@ -1,14 +1,14 @@
 """Training plumbing shared by the models that train with `fit`.
 
 `compile_function` and `compile_with_values` compile a function that reads a
-layer's variables (jitted on JAX, a `tf.function` on TensorFlow);
+layer's variables, the running backend's way (`keras_dreamer.backend`);
 `StepValues` is a metric that carries each step's own values into the train
 logs; `add_optimizer_logs` merges the optimizer's per-step values (gradient
 norm, learning rate) into them; `frames_log` gives the number of replayed
 frames of a batch; `FirstStepGuard` keeps a model's weights when the first
 step of `fit` fails; `DreamerTraining` is the mixin that gives a model LaProp
-by default and the optimizer's logs, and on JAX compiles its Keras step
-functions with this machine's XLA options (`keras_dreamer.xla_options`).
+by default and the optimizer's logs, and has Keras compile its step
+functions with the backend's compiler options (`keras_dreamer.backend`).
 `WorldModel` and `Agent` use all of them.
 
 Only public Keras API is used: the optimizer's log values reach the logs by
@@ -19,12 +19,10 @@ optimizer variables in the JAX trainer's state.
 import keras
 from keras import ops
 
+from keras_dreamer import backend
 from keras_dreamer import distribute
-from keras_dreamer import xla_options
 from keras_dreamer.batch import FRAMES_KEY
 from keras_dreamer.batch import LATENT_KEYS
-from keras_dreamer.ops import backend
-from keras_dreamer.xla_options import keras_jit_options
 
 
 class StepValues(keras.metrics.Metric):
@@ -146,32 +144,7 @@ def compile_function(layer, fn):
         >>> np.asarray(double(np.ones((1, 3), "float32"))).tolist()
         [[6.0, 6.0]]
     """
-    if backend() == "jax":
-
-        def pure(values, *args):
-            variables = layer.variables
-            mapping = list(zip(variables, values))
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                outputs = fn(*args)
-            updated = [scope.get_current_value(v) for v in variables]
-            updated = [v.value if u is None else u for v, u in zip(variables, updated)]
-            return outputs, updated
-
-        jitted = xla_options.jit(pure)
-
-        def call(*args):
-            variables = layer.variables
-            values = distribute.local_values([v.value for v in variables])
-            outputs, updated = jitted(values, *args)
-            for variable, value in zip(variables, updated):
-                if not variable.trainable:
-                    distribute.assign_local(variable, value)
-            return outputs
-
-        return call
-    import tensorflow as tf
-
-    return tf.function(fn, reduce_retracing=True)
+    return backend.compile_function(layer, fn)
 
 
 def add_optimizer_logs(model, step_output):
@@ -206,10 +179,7 @@ def add_optimizer_logs(model, step_output):
     values = getattr(optimizer, "step_logs", None)
     if not values:
         return step_output
-    if backend() == "jax":
-        logs, state = step_output
-        return {**logs, **values}, state
-    return {**step_output, **values}
+    return backend.merge_step_logs(step_output, values)
 
 
 class DreamerTraining:
@@ -217,8 +187,8 @@ class DreamerTraining:
 
     Gives `compile` `LaProp()` as the default optimizer (recompiled exactly
     from a saved config) and merges the optimizer's per-step values into
-    the train logs (`add_optimizer_logs`). On JAX, Keras compiles the
-    train, test and predict steps with `xla_options.jax_compiler_options()`.
+    the train logs (`add_optimizer_logs`). Keras compiles the train, test
+    and predict steps with the backend's `compiler_options()`.
     List it before `keras.Model`.
 
     Examples:
@@ -249,18 +219,18 @@ class DreamerTraining:
     def train_step(self, *args, **kwargs):
         return add_optimizer_logs(self, super().train_step(*args, **kwargs))
 
-    # On JAX, Keras compiles its step functions with this machine's XLA
-    # options (`keras_dreamer.xla_options`).
+    # Keras compiles its step functions with the backend's compiler options
+    # (on a JAX CPU, XLA's own convolutions; `keras_dreamer.backend`).
     def make_train_function(self, force=False):
-        with keras_jit_options():
+        with backend.keras_compiler_options():
             return super().make_train_function(force)
 
     def make_test_function(self, force=False):
-        with keras_jit_options():
+        with backend.keras_compiler_options():
             return super().make_test_function(force)
 
     def make_predict_function(self, force=False):
-        with keras_jit_options():
+        with backend.keras_compiler_options():
             return super().make_predict_function(force)
 
 
@@ -310,7 +280,7 @@ class FirstStepGuard(keras.callbacks.Callback):
         ]
 
     def on_train_begin(self, logs=None):
-        if backend() == "jax":
+        if backend.FIT_DETACHES_VARIABLES:
             self._saved = [(v, v.value) for v in self._variables()]
 
     def on_train_batch_end(self, batch, logs=None):
@@ -353,32 +323,7 @@ def compile_with_values(variables, fn):
         >>> np.asarray(run(None, np.ones((1, 2), "float32"))).tolist()
         [[2.0]]
     """
-    variables = list(variables)
-    if backend() == "jax":
-
-        def pure(values, *args):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return fn(*args)
-
-        jitted = xla_options.jit(pure)
-
-        def call(values, *args):
-            if values is None:
-                values = distribute.local_values([v.value for v in variables])
-            return jitted(list(values), *args)
-
-        return call
-    import tensorflow as tf
-
-    # XLA: a small function called once per env step spends most of its
-    # time dispatching ops; compiled, the acting step of the default Catch
-    # agent takes 1.4-1.7 ms instead of 3.5 ms (RESULTS.md).
-    compiled = tf.function(fn, reduce_retracing=True, jit_compile=True)
-
-    def call(values, *args):
-        return compiled(*args)
-
-    return call
+    return backend.compile_with_values(variables, fn)
 
 
 def data_spec(data):

@@ -5,9 +5,8 @@ import threading
 import numpy as np
 from keras import ops
 
-from keras_dreamer import distribute
+from keras_dreamer import backend
 from keras_dreamer import fitting
-from keras_dreamer import ops as kdops
 
 
 class ActingWeights:
@@ -65,15 +64,9 @@ class ActingWeights:
 
     def refresh(self):
         """Snapshot the variables' current values (a no-op on TensorFlow)."""
-        if kdops.backend() != "jax":
-            return
-        # Copies: the next JAX train step donates (frees) the state buffers
-        # the variables hold now. Replicated (data-parallel) values are
-        # copied from this process's first device only: acting runs there.
-        values = [
-            ops.copy(value)
-            for value in distribute.local_values([v.value for v in self.variables])
-        ]
+        # Copies where `fit` detaches the values (JAX), taken from this
+        # process's first device (acting runs there); None elsewhere.
+        values = backend.acting_snapshot(self.variables)
         with self._lock:
             self._snapshot = values
 

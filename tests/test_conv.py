@@ -1,8 +1,8 @@
-"""`kd.ops.conv2d_same` and `SameConv2D`: the values and both gradients of a
+"""`kd.layers.conv.conv2d_same` and `SameConv2D`: the values and both gradients of a
 'same' convolution equal a direct numpy convolution, whichever way the kernel
 gradient is computed (XLA's own, or matrix products on JAX).
-`kd.ops.upsample_conv2d_same` and `UpsampleConv2D`: the same for a nearest 2x
-upsampling followed by a 'same' convolution; `kd.ops.conv2d_same_pooled_blocks`
+`kd.layers.conv.upsample_conv2d_same` and `UpsampleConv2D`: the same for a nearest 2x
+upsampling followed by a 'same' convolution; `kd.layers.conv.conv2d_same_pooled_blocks`
 and `PoolConv2D` for a 'same' convolution followed by 2x2 max pooling."""
 
 import logging
@@ -11,8 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_dreamer import ops as kdops
+from keras_dreamer import backend
+from keras_dreamer.backend import common as backend_common
 from keras_dreamer.layers import common
+from keras_dreamer.layers import conv as kdconv
 from keras_dreamer.layers.common import PoolConv2D
 from keras_dreamer.layers.common import SameConv2D
 from keras_dreamer.layers.common import UpsampleConv2D
@@ -51,9 +53,9 @@ def numpy_conv_and_grads(x, kernel, out_grad):
 def test_conv_values_and_gradients_match_numpy(
     monkeypatch, mode, size, frames, channels, filters
 ):
-    monkeypatch.setenv(kdops.CONV_GRAD_ENV, mode)
+    monkeypatch.setenv(backend_common.CONV_GRAD_ENV, mode)
     if JAX:
-        from keras_dreamer import jax_conv
+        from keras_dreamer.backend import jax_conv
 
         # Chunks of two frames, so the kernel gradient adds several chunks.
         monkeypatch.setattr(jax_conv, "CHUNK_ROWS", 2 * 6 * 5)
@@ -65,38 +67,39 @@ def test_conv_values_and_gradients_match_numpy(
     out_grad = rng.normal(size=(frames, 6, 5, filters)).astype(np.float32)
     expected = numpy_conv_and_grads(x, kernel, out_grad)
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
-    y = to_numpy(kdops.conv2d_same(x, kernel))
+    y = to_numpy(kdconv.conv2d_same(x, kernel))
     _, (x_grad, k_grad) = value_and_grad(
-        lambda: keras.ops.sum(kdops.conv2d_same(x_var, k_var) * out_grad),
+        lambda: keras.ops.sum(kdconv.conv2d_same(x_var, k_var) * out_grad),
         [x_var, k_var],
     )
     for got, want in zip((y, to_numpy(x_grad), to_numpy(k_grad)), expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    assert kdops.matmul_kernel_grad(x.shape, kernel.shape) == (JAX and mode == "matmul")
+    matmul = backend.matmul_kernel_grad(x.shape, kernel.shape)
+    assert matmul == (JAX and mode == "matmul")
 
 
 def test_auto_uses_matrix_products_only_where_measured_faster(monkeypatch):
-    monkeypatch.delenv(kdops.CONV_GRAD_ENV, raising=False)
-    on_cpu = JAX and __import__("jax").default_backend() == "cpu"
+    monkeypatch.delenv(backend_common.CONV_GRAD_ENV, raising=False)
+    on_cpu = JAX and backend.on_cpu()
     # size12m's second encoder layer and its decoder's 3-channel output
     # layer; small layers of the Catch config keep XLA's gradient.
-    assert kdops.matmul_kernel_grad((1024, 32, 32, 32), (5, 5, 32, 48)) == on_cpu
-    assert kdops.matmul_kernel_grad((1024, 64, 64, 32), (5, 5, 32, 3)) == on_cpu
-    assert not kdops.matmul_kernel_grad((256, 16, 16, 12), (5, 5, 12, 16))
-    assert not kdops.matmul_kernel_grad((1024, 8, 8, 16), (5, 5, 16, 16))
+    assert backend.matmul_kernel_grad((1024, 32, 32, 32), (5, 5, 32, 48)) == on_cpu
+    assert backend.matmul_kernel_grad((1024, 64, 64, 32), (5, 5, 32, 3)) == on_cpu
+    assert not backend.matmul_kernel_grad((256, 16, 16, 12), (5, 5, 12, 16))
+    assert not backend.matmul_kernel_grad((1024, 8, 8, 16), (5, 5, 16, 16))
     # Unknown batch size (symbolic build): Keras's own convolution.
-    assert not kdops.matmul_kernel_grad((None, 32, 32, 32), (5, 5, 32, 48))
+    assert not backend.matmul_kernel_grad((None, 32, 32, 32), (5, 5, 32, 48))
 
 
 def test_a_bad_conv_grad_setting_names_the_variable(monkeypatch):
-    monkeypatch.setenv(kdops.CONV_GRAD_ENV, "fast")
+    monkeypatch.setenv(backend_common.CONV_GRAD_ENV, "fast")
     with pytest.raises(ValueError, match="KERAS_DREAMER_CONV_GRAD='fast'.*auto, xla"):
-        kdops.conv2d_same(np.zeros((1, 4, 4, 1), "float32"), np.ones((3, 3, 1, 1)))
+        kdconv.conv2d_same(np.zeros((1, 4, 4, 1), "float32"), np.ones((3, 3, 1, 1)))
 
 
 @pytest.mark.parametrize("padding, strides", [("same", 1), ("valid", 1), ("same", 2)])
 def test_same_conv2d_equals_keras_conv2d(monkeypatch, padding, strides):
-    monkeypatch.setenv(kdops.CONV_GRAD_ENV, "matmul")
+    monkeypatch.setenv(backend_common.CONV_GRAD_ENV, "matmul")
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
     ours = SameConv2D(5, 3, padding=padding, strides=strides)
     theirs = keras.layers.Conv2D(5, 3, padding=padding, strides=strides)
@@ -128,7 +131,7 @@ def test_same_conv2d_equals_keras_conv2d(monkeypatch, padding, strides):
 def test_upsample_conv_values_and_gradients_match_numpy(
     monkeypatch, mode, kernel_size, channels, filters
 ):
-    monkeypatch.setenv(kdops.CONV_GRAD_ENV, mode)
+    monkeypatch.setenv(backend_common.CONV_GRAD_ENV, mode)
     rng = np.random.default_rng(sum(kernel_size) + channels)
     x = rng.normal(size=(3, 4, 5, channels)).astype(np.float32)
     kernel = rng.normal(size=(*kernel_size, channels, filters)).astype(np.float32)
@@ -139,9 +142,9 @@ def test_upsample_conv_values_and_gradients_match_numpy(
     y, up_grad, k_grad = numpy_conv_and_grads(upsampled, kernel, out_grad)
     x_grad = up_grad.reshape(3, 4, 2, 5, 2, channels).sum(axis=(2, 4))
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
-    got = to_numpy(kdops.upsample_conv2d_same(x, kernel))
+    got = to_numpy(kdconv.upsample_conv2d_same(x, kernel))
     _, grads = value_and_grad(
-        lambda: keras.ops.sum(kdops.upsample_conv2d_same(x_var, k_var) * out_grad),
+        lambda: keras.ops.sum(kdconv.upsample_conv2d_same(x_var, k_var) * out_grad),
         [x_var, k_var],
     )
     for name, value, want in zip(
@@ -199,7 +202,7 @@ def test_upsample_conv2d_rejects_what_it_cannot_fold(kwargs):
 def test_pooled_conv_values_and_gradients_match_numpy(
     monkeypatch, mode, kernel_size, channels, filters
 ):
-    monkeypatch.setenv(kdops.CONV_GRAD_ENV, mode)
+    monkeypatch.setenv(backend_common.CONV_GRAD_ENV, mode)
     rng = np.random.default_rng(sum(kernel_size) * channels)
     x = rng.normal(size=(3, 8, 6, channels)).astype(np.float32)
     kernel = rng.normal(size=(*kernel_size, channels, filters)).astype(np.float32)
@@ -214,7 +217,7 @@ def test_pooled_conv_values_and_gradients_match_numpy(
     _, x_grad, k_grad = numpy_conv_and_grads(x, kernel, conv_grad)
 
     def pooled_conv(x, kernel):
-        return keras.ops.max(kdops.conv2d_same_pooled_blocks(x, kernel), axis=3)
+        return keras.ops.max(kdconv.conv2d_same_pooled_blocks(x, kernel), axis=3)
 
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
     got = to_numpy(pooled_conv(x, kernel))
@@ -270,7 +273,7 @@ def test_pool_conv_on_blocks_follows_the_measured_rule_and_logs_it_once(caplog):
     # CPU, inputs of >= 32x32 pixels or <= 4 channels; on a TensorFlow CPU,
     # inputs of <= 16 channels; on an accelerator, images (<= 4 channels).
     def expected(height, width, channels):
-        if not kdops._on_cpu():
+        if not backend.on_cpu():
             return channels <= 4
         if JAX:
             return channels <= 4 or height * width >= 32 * 32
@@ -278,9 +281,9 @@ def test_pool_conv_on_blocks_follows_the_measured_rule_and_logs_it_once(caplog):
 
     shapes = [(64, 64, 3), (8, 8, 3), (32, 32, 32), (64, 64, 64), (16, 16, 12)]
     shapes += [(16, 16, 48), (8, 8, 64), (32, 16, 24)]
-    kdops._logged.discard("pool")
+    backend_common._logged.discard("pool")
     with caplog.at_level(logging.INFO, logger="keras_dreamer"):
-        chosen = {shape: kdops.pool_conv_on_blocks(*shape) for shape in shapes}
+        chosen = {shape: kdconv.pool_conv_on_blocks(*shape) for shape in shapes}
     assert chosen == {shape: expected(*shape) for shape in shapes}
     assert len(set(chosen.values())) == 2
     logged = [r.getMessage() for r in caplog.records]

@@ -13,6 +13,7 @@ import os
 import pkgutil
 import sys
 
+import keras
 import pytest
 
 import keras_dreamer
@@ -39,6 +40,16 @@ API_PACKAGES = (
     "keras_dreamer.logger.outputs",
 )
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+BACKEND_PACKAGE = "keras_dreamer.backend."
+
+
+def backend_of(name):
+    """The backend a module of `keras_dreamer.backend` serves (its name up to
+    the first "_": `jax`, `jax_conv` -> "jax"), or None for any other module."""
+    if not name.startswith(BACKEND_PACKAGE):
+        return None
+    backend = name[len(BACKEND_PACKAGE) :].split("_")[0]
+    return None if backend == "common" else backend
 
 
 def all_modules():
@@ -68,6 +79,8 @@ def public_objects(module):
 def test_docstring_examples_run(name):
     if name in NEEDS:
         require(NEEDS[name], reason=f"{name} needs the envs extra")
+    if backend_of(name) not in (None, keras.backend.backend()):
+        pytest.skip(f"{name}'s examples run on its own backend")
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=FLAGS, verbose=False)

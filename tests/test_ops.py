@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_dreamer import backend
 from keras_dreamer import ops as kdops
 from tests.helpers import value_and_grad
 
@@ -137,7 +138,7 @@ def _cumulative_step(carry, x):
 def test_scan_matches_a_python_loop():
     xs = {"value": np.arange(12, dtype=np.float32).reshape(4, 3)}
     init = {"total": np.zeros(3, np.float32), "scale": np.full(3, 0.5, np.float32)}
-    carry, ys = kdops.scan(_cumulative_step, init, xs)
+    carry, ys = backend.scan(_cumulative_step, init, xs)
     expected_total = np.cumsum(xs["value"] * 0.5, 0)
     np.testing.assert_allclose(np_(ys["total"]), expected_total)
     np.testing.assert_allclose(np_(ys["double"]), 2 * expected_total)
@@ -147,7 +148,7 @@ def test_scan_matches_a_python_loop():
 def test_scan_of_length_one():
     xs = {"value": np.ones((1, 2), np.float32)}
     init = {"total": np.zeros(2, np.float32), "scale": np.ones(2, np.float32)}
-    carry, ys = kdops.scan(_cumulative_step, init, xs)
+    carry, ys = backend.scan(_cumulative_step, init, xs)
     assert tuple(ys["total"].shape) == (1, 2)
 
 
@@ -160,7 +161,7 @@ def test_scan_gradient_compiles_under_xla():
             new = carry * weight + x
             return new, new
 
-        _, ys = kdops.scan(step, ops.zeros((3,)), xs)
+        _, ys = backend.scan(step, ops.zeros((3,)), xs)
         return ops.sum(ys)
 
     if keras.backend.backend() == "tensorflow":
@@ -194,11 +195,11 @@ def test_block_matmul_values_and_gradients_match_numpy():
     out_grad = rng.normal(size=(5, 3, 6)).astype(np.float32)
     want = np.einsum("ngi,gio->ngo", x.astype(np.float64), kernel)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(kdops.block_matmul(x, kernel)), want, rtol=1e-5
+        ops.convert_to_numpy(backend.block_matmul(x, kernel)), want, rtol=1e-5
     )
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
     _, (x_grad, k_grad) = value_and_grad(
-        lambda: ops.sum(kdops.block_matmul(x_var, k_var) * out_grad), [x_var, k_var]
+        lambda: ops.sum(backend.block_matmul(x_var, k_var) * out_grad), [x_var, k_var]
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(x_grad),
@@ -212,3 +213,23 @@ def test_block_matmul_values_and_gradients_match_numpy():
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize(
+    "name, home",
+    [
+        ("scan", "keras_dreamer.backend"),
+        ("block_matmul", "keras_dreamer.backend"),
+        ("conv2d_same", "keras_dreamer.layers.conv"),
+        ("upsample_conv2d_same", "keras_dreamer.layers.conv"),
+        ("pool_conv_on_blocks", "keras_dreamer.layers.conv"),
+        ("log_once", "keras_dreamer.backend.common"),
+        ("CONV_GRAD_ENV", "keras_dreamer.backend.common"),
+    ],
+)
+def test_names_that_moved_out_of_ops_still_work(name, home):
+    import importlib
+
+    assert getattr(kdops, name) is getattr(importlib.import_module(home), name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        kdops.nothing  # noqa: B018

@@ -1,11 +1,13 @@
-"""The XLA compiler options of keras-dreamer's JAX programs (`xla_options`).
+"""The XLA compiler options of keras-dreamer's JAX programs
+(`keras_dreamer.backend.jax_compiler`, through `backend.compiler_options`).
 
 On a JAX CPU, convolutions compile to XLA's own kernels rather than YNNPACK
 fusions, in the programs keras-dreamer jits itself and in the train step
 Keras compiles (read back from XLA's dump of the optimized program in a
 fresh process); `KERAS_DREAMER_XLA_OPTIONS=off` and a user's own `XLA_FLAGS`
 keep XLA's defaults; a bad value is a clear error. The one private Keras
-name the options reach the trainer through is checked here.
+name the options reach the trainer through is checked here. The earlier
+names, `kd.xla_options.*`, still work.
 """
 
 import glob
@@ -14,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_dreamer import backend
 from keras_dreamer import xla_options
 from tests.helpers import run_python
 
@@ -40,18 +43,24 @@ def compiled_text(jitted):
 def test_a_bad_mode_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("KERAS_DREAMER_XLA_OPTIONS", "fast")
     with pytest.raises(ValueError, match="KERAS_DREAMER_XLA_OPTIONS='fast'.*auto, off"):
-        xla_options.jax_compiler_options()
+        backend.compiler_options()
+
+
+def test_the_earlier_names_still_work():
+    assert xla_options.jax_compiler_options is backend.compiler_options
+    assert xla_options.keras_jit_options is backend.keras_compiler_options
+    assert xla_options.OPTIONS_ENV == "KERAS_DREAMER_XLA_OPTIONS"
 
 
 def test_off_keeps_the_defaults(monkeypatch):
     monkeypatch.setenv("KERAS_DREAMER_XLA_OPTIONS", "off")
-    assert xla_options.jax_compiler_options() is None
+    assert backend.compiler_options() is None
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the TensorFlow path")
 def test_tensorflow_has_no_options():
-    assert xla_options.jax_compiler_options() is None
-    with xla_options.keras_jit_options():
+    assert backend.compiler_options() is None
+    with backend.keras_compiler_options():
         pass
 
 
@@ -60,7 +69,7 @@ def test_a_users_xla_flags_win(monkeypatch):
     monkeypatch.setenv(
         "XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
     )
-    assert xla_options.jax_compiler_options() is None
+    assert backend.compiler_options() is None
 
 
 @jax_only
@@ -69,7 +78,7 @@ def test_on_a_jax_cpu_convolutions_leave_ynnpack(monkeypatch):
 
     monkeypatch.delenv("KERAS_DREAMER_XLA_OPTIONS", raising=False)
     assert jax.default_backend() == "cpu"
-    assert xla_options.jax_compiler_options() == {
+    assert backend.compiler_options() == {
         "xla_cpu_experimental_ynn_fusion_type": (
             "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
         )
@@ -77,12 +86,14 @@ def test_on_a_jax_cpu_convolutions_leave_ynnpack(monkeypatch):
     # If XLA stops giving convolutions to YNNPACK by default, this fails:
     # the options would then be moot and should be measured again.
     assert YNN in compiled_text(jax.jit(conv)), "XLA's default changed"
-    ours = compiled_text(xla_options.jit(conv))
+    from keras_dreamer.backend.jax_compiler import jit
+
+    ours = compiled_text(jit(conv))
     assert YNN not in ours and "convolution(" in ours
     x = np.random.default_rng(0).standard_normal((4, 8, 8, 32)).astype("float32")
     kernel = np.random.default_rng(1).standard_normal((3, 3, 32, 32)).astype("float32")
     np.testing.assert_allclose(
-        xla_options.jit(conv)(x, kernel), jax.jit(conv)(x, kernel), rtol=1e-5, atol=1e-4
+        jit(conv)(x, kernel), jax.jit(conv)(x, kernel), rtol=1e-5, atol=1e-4
     )
 
 
@@ -93,12 +104,11 @@ def test_the_private_keras_name_the_options_go_through():
 
     assert trainer.jit is jax.jit, (
         "keras.src.backend.jax.trainer.jit is no longer jax.jit: "
-        "xla_options.keras_jit_options must follow Keras's trainer"
+        "keras_dreamer.backend.jax_compiler.keras_jit_options must follow "
+        "Keras's trainer"
     )
-    with xla_options.keras_jit_options():
-        assert trainer.jit.keywords == {
-            "compiler_options": xla_options.jax_compiler_options()
-        }
+    with backend.keras_compiler_options():
+        assert trainer.jit.keywords == {"compiler_options": backend.compiler_options()}
     assert trainer.jit is jax.jit
 
 

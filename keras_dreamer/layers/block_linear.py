@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_dreamer import ops as kdops
+from keras_dreamer import backend
 from keras_dreamer.layers.common import fan_in_init
 
 
@@ -64,7 +64,7 @@ class BlockLinear(keras.layers.Layer):
     def call(self, x):
         lead = ops.shape(x)[:-1]
         groups = ops.reshape(x, (-1, self.blocks, x.shape[-1] // self.blocks))
-        y = kdops.block_matmul(groups, ops.cast(self.kernel, self.compute_dtype))
+        y = backend.block_matmul(groups, ops.cast(self.kernel, self.compute_dtype))
         y = ops.reshape(y, (*lead, self.units))
         if self.bias is not None:
             y = y + ops.cast(self.bias, self.compute_dtype)
@@ -87,7 +87,7 @@ class BlockLinear(keras.layers.Layer):
         """
         width = grouped.shape[-1]
         kernel = ops.cast(self.kernel, self.compute_dtype)
-        y = kdops.block_matmul(grouped, kernel[:, :width])
+        y = backend.block_matmul(grouped, kernel[:, :width])
         shared_kernel = ops.transpose(kernel[:, width:], (1, 0, 2))
         shared_kernel = ops.reshape(shared_kernel, (shared_kernel.shape[0], self.units))
         y = ops.reshape(y, (-1, self.units)) + ops.matmul(shared, shared_kernel)

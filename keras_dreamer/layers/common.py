@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from keras_dreamer.ops import conv2d_same
-from keras_dreamer.ops import conv2d_same_pooled_blocks
-from keras_dreamer.ops import max_pool2
-from keras_dreamer.ops import pool_conv_on_blocks
-from keras_dreamer.ops import upsample_conv2d_same
+from keras_dreamer.layers.conv import conv2d_same
+from keras_dreamer.layers.conv import conv2d_same_pooled_blocks
+from keras_dreamer.layers.conv import max_pool2
+from keras_dreamer.layers.conv import pool_conv_on_blocks
+from keras_dreamer.layers.conv import upsample_conv2d_same
 
 
 def fan_in_init(scale=1.0, blocks=1):
@@ -74,7 +74,7 @@ def conv2d(filters, kernel, name, dtype=None, outscale=1.0, upsample=False, pool
 @keras.saving.register_keras_serializable(package="keras_dreamer")
 class SameConv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D` whose 'same', stride-1 convolution runs through
-    `keras_dreamer.ops.conv2d_same` (a faster kernel gradient on JAX CPUs).
+    `keras_dreamer.layers.conv.conv2d_same` (a faster kernel gradient on JAX CPUs).
 
     Takes `keras.layers.Conv2D`'s arguments; with any other padding, stride,
     dilation, groups or layout it is exactly `keras.layers.Conv2D`. Weights,
@@ -135,7 +135,7 @@ class UpsampleConv2D(SameConv2D):
 
     The same function, weights and config as `keras.layers.UpSampling2D(2)`
     followed by `keras.layers.Conv2D(..., padding="same")`, computed without
-    the upsampled image: `keras_dreamer.ops.upsample_conv2d_same` folds the
+    the upsampled image: `keras_dreamer.layers.conv.upsample_conv2d_same` folds the
     kernel into a smaller convolution of the low-resolution input (2.8x fewer
     multiply-adds for a 5x5 kernel). A decoder stage is one such layer.
 
@@ -178,10 +178,10 @@ class PoolConv2D(SameConv2D):
 
     The same function, weights and config as `keras.layers.Conv2D(...,
     padding="same")` followed by `keras.layers.MaxPooling2D(2)`. Where
-    `keras_dreamer.ops.pool_conv_on_blocks` says it is faster on this
+    `keras_dreamer.layers.conv.pool_conv_on_blocks` says it is faster on this
     backend (always for an image of <= 4 channels; on a CPU, more layers
     measured faster), the convolution runs on the 2x2 space-to-depth image
-    (`keras_dreamer.ops.conv2d_same_pooled_blocks`) and the pooling is a max
+    (`keras_dreamer.layers.conv.conv2d_same_pooled_blocks`) and the pooling is a max
     over the four outputs of each block. An encoder stage is one such
     layer.
 

@@ -6,6 +6,7 @@ from keras import ops
 from keras_dreamer.layers.block_linear import BlockLinear
 from keras_dreamer.layers.common import conv2d
 from keras_dreamer.layers.common import fan_in_init
+from keras_dreamer.layers.conv import upsample2  # noqa: F401 (its earlier home)
 from keras_dreamer.layers.dense import DenseNormAct
 from keras_dreamer.layers.encoder import flatten_leading
 from keras_dreamer.layers.encoder import image_channels
@@ -13,7 +14,6 @@ from keras_dreamer.layers.encoder import serialize_obs_space
 from keras_dreamer.layers.encoder import split_obs_space
 from keras_dreamer.layers.encoder import vector_width
 from keras_dreamer.layers.norm import RMSNorm
-from keras_dreamer.ops import upsample2  # noqa: F401 (its earlier home)
 from keras_dreamer.spaces import Discrete
 
 

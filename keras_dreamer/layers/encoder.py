@@ -5,9 +5,9 @@ from keras import ops
 
 from keras_dreamer import ops as kdops
 from keras_dreamer.layers.common import conv2d
+from keras_dreamer.layers.conv import max_pool2  # noqa: F401 (its earlier home)
 from keras_dreamer.layers.dense import DenseNormAct
 from keras_dreamer.layers.norm import RMSNorm
-from keras_dreamer.ops import max_pool2  # noqa: F401 (its earlier home)
 from keras_dreamer.spaces import Discrete
 from keras_dreamer.spaces import as_obs_space
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_dreamer import backend
 from keras_dreamer import ops as kdops
 from keras_dreamer.layers.block_linear import BlockLinear
 from keras_dreamer.layers.common import fan_in_init
@@ -342,7 +343,8 @@ class RSSM(keras.layers.Layer):
                 carry, x["action"], x["tokens"], x["is_first"], x["noise"]
             )
 
-        carry, feat = kdops.scan(step, self._cast_carry(carry), xs, unroll=self.unroll)
+        carry = self._cast_carry(carry)
+        carry, feat = backend.scan(step, carry, xs, unroll=self.unroll)
         return carry, {k: _time_major(v) for k, v in feat.items()}
 
     def imagine(self, carry, policy, length=None, noise=None):
@@ -391,7 +393,7 @@ class RSSM(keras.layers.Layer):
                 carry, feat = self._img_step(carry, x["action"], x["noise"])
                 return carry, {**feat, "action": x["action"]}
 
-        carry, feat = kdops.scan(step, carry, xs, unroll=self.unroll)
+        carry, feat = backend.scan(step, carry, xs, unroll=self.unroll)
         return carry, {k: _time_major(v) for k, v in feat.items()}
 
     def call(self, tokens, prev_action, is_first):

@@ -122,53 +122,11 @@ def accelerator_memory():
         >>> isinstance(accelerator_memory(), dict)
         True
     """
-    backend = _backend_in_use()
+    if "keras" not in sys.modules:  # never import a backend for a probe
+        return {}
     try:
-        if backend == "jax":
-            return _jax_memory(sys.modules["jax"])
-        if backend == "tensorflow":
-            return _tensorflow_memory(sys.modules["tensorflow"])
+        from keras_dreamer import backend
+
+        return backend.device_memory()
     except Exception:  # a metrics probe must never break training
         return {}
-    return {}
-
-
-def _backend_in_use():
-    keras = sys.modules.get("keras")
-    if keras is not None:
-        try:
-            name = keras.config.backend()
-        except Exception:
-            return None
-        return name if name in sys.modules else None
-    for name in ("jax", "tensorflow"):
-        if name in sys.modules:
-            return name
-    return None
-
-
-def _jax_memory(jax):
-    # Public API only: `jax.local_devices()` is called when Keras runs on JAX
-    # (see `_backend_in_use`), i.e. when the process has already used, or is
-    # about to use, JAX's devices.
-    metrics = {}
-    for index, device in enumerate(jax.local_devices()):
-        stats = device.memory_stats() or {}
-        if "bytes_in_use" in stats:
-            metrics[f"device{index}_mem_gb"] = stats["bytes_in_use"] / _GIB
-            peak = stats.get("peak_bytes_in_use", stats["bytes_in_use"])
-            metrics[f"device{index}_mem_peak_gb"] = peak / _GIB
-            if stats.get("bytes_limit"):
-                metrics[f"device{index}_mem_frac"] = (
-                    stats["bytes_in_use"] / stats["bytes_limit"]
-                )
-    return metrics
-
-
-def _tensorflow_memory(tf):
-    metrics = {}
-    for index, device in enumerate(tf.config.list_logical_devices("GPU")):
-        info = tf.config.experimental.get_memory_info(device.name)
-        metrics[f"device{index}_mem_gb"] = info["current"] / _GIB
-        metrics[f"device{index}_mem_peak_gb"] = info["peak"] / _GIB
-    return metrics

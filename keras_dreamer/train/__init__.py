@@ -1,9 +1,11 @@
 """The training command: `keras-dreamer train` / `python -m keras_dreamer.train`.
 
 This package imports nothing heavy, so the command can choose the Keras
-backend (`--backend`) before Keras is imported. The job itself, with its gin
-configurables (`train`, `make_env`, `make_world_model`, `make_agent`,
-`make_optimizer`), lives in `keras_dreamer.train.job` and is loaded on first
+backend (`--backend`) before Keras is imported. The job, `train`, lives in
+`keras_dreamer.train.job`; its parts each in their own module: the gin
+factories (`make_env`, `make_world_model`, `make_agent`, `make_optimizer`)
+in `factories`, building the run in `run`, multi-process coordination in
+`processes`, the logdir and resume checks in `logdir`. They load on first
 use; the command line (arguments, backend, gin files) is
 `keras_dreamer.train.command`, which `keras_dreamer.cli` calls (never the
 reverse).

@@ -145,12 +145,13 @@ def select_backend(name):
         True
     """
     if name:
-        loaded = sys.modules.get("keras")
-        if loaded is not None and loaded.backend.backend() != name:
-            raise UsageError(
-                "Keras was already imported with the "
-                f"{loaded.backend.backend()} backend."
-            )
+        if "keras" in sys.modules:  # its backend is fixed: is it this one?
+            from keras_dreamer import backend as running
+
+            if running.name() != name:
+                raise UsageError(
+                    f"Keras was already imported with the {running.name()} backend."
+                )
         os.environ["KERAS_BACKEND"] = name
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     package = BACKEND_PACKAGES.get(backend)

@@ -1,16 +1,14 @@
 """A JAX 2-D convolution whose kernel gradient runs as matrix products.
 
 XLA's CPU backend computes the kernel gradient of a convolution (the
-"backward filter" convolution) far slower than the forward pass: for a 5x5
-convolution from 32 to 48 channels over 1,024 frames of 32x32, 3.7 s against
-0.65 s forward on a 2-core Intel Xeon (AVX-512). Written as matrix products
-instead, over chunks of the batch (the 25 shifted copies of a chunk's input
-side by side, times the output gradient), it takes 1.2 s there. Compare on
-your CPU with `benchmarks/conv_variants.py --variants nhwc nhwc_matmul_grad`.
-The forward pass and the input gradient stay XLA's convolutions.
+"backward filter" convolution) far slower than the forward pass. Written as
+matrix products instead, over chunks of the batch (the shifted copies of a
+chunk's input side by side, times the output gradient), it is faster for
+large layers (measurements: `docs/backends.md`; compare on your CPU with
+`benchmarks/conv_variants.py --variants nhwc nhwc_matmul_grad`). The forward
+pass and the input gradient stay XLA's convolutions.
 
-`keras_dreamer.ops.conv2d_same` decides when to use it; nothing else should
-import this module (it imports JAX).
+`keras_dreamer.backend.jax.conv2d_same` decides when to use it.
 """
 
 import functools
