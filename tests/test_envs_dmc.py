@@ -1,0 +1,96 @@
+"""DeepMind Control Suite tasks, stepped for real (from state and from pixels)."""
+
+import numpy as np
+import pytest
+
+import keras_dreamer as kd
+from keras_dreamer.spaces import Box
+from tests.helpers import require
+
+require("dm_control", reason="the dmc extra is not installed")
+
+
+def step(env, action, times=1):
+    for _ in range(times):
+        obs = env.step(action)
+    return obs
+
+
+def test_walker_from_state_with_action_repeat():
+    env = kd.envs.make("dmc:walker_walk", image=False, repeat=2, seed=0)
+    assert env.obs_space == {
+        "orientations": Box((14,), dtype="float32"),
+        "height": Box((1,), dtype="float32"),
+        "velocity": Box((9,), dtype="float32"),
+    }
+    assert env.act_space == Box((6,), -1, 1)
+    obs = env.reset()
+    assert obs["is_first"] and obs["height"].dtype == np.float32
+    start, control = env.physics.data.time, env._env.control_timestep()
+    obs = step(env, np.zeros(6, np.float32), times=3)
+    # Each step is `repeat` control steps of the task.
+    assert env.physics.data.time == pytest.approx(start + 3 * 2 * control)
+    assert obs["reward"].dtype == np.float32 and not obs["is_last"]
+    again = kd.envs.make("dmc:walker_walk", image=False, repeat=2, seed=0)
+    np.testing.assert_array_equal(
+        again.reset()["orientations"], env.reset(seed=0)["orientations"]
+    )
+
+
+def test_actions_are_rescaled_to_the_task_bounds():
+    env = kd.envs.make("dmc:cartpole_swingup", image=False, seed=0)
+    spec = env._env.action_spec()
+    env.reset()
+    for action, bound in ((-1.0, spec.minimum), (1.0, spec.maximum), (0.0, None)):
+        env.step([action])
+        expected = (spec.minimum + spec.maximum) / 2 if bound is None else bound
+        np.testing.assert_allclose(env.physics.data.ctrl, expected)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        env.step([1.5])
+
+
+def test_pixels_from_the_domain_camera():
+    env = kd.envs.make("dmc:cartpole_swingup", proprio=False, size=32, seed=0)
+    assert env.obs_space == {"image": Box((32, 32, 3), 0, 255, "uint8")}
+    assert env.camera == 0  # camera -1: the domain's default
+    obs = env.reset()
+    np.testing.assert_array_equal(obs["image"], env.physics.render(32, 32, camera_id=0))
+    assert obs["image"].std() > 0
+    moved = step(env, [1.0], times=3)["image"]
+    assert not np.array_equal(moved, obs["image"])
+    other = kd.envs.make(
+        "dmc:cartpole_swingup", proprio=False, size=32, camera=1, seed=0
+    )
+    assert not np.array_equal(other.reset()["image"], obs["image"])
+    both = kd.envs.make("dmc:walker_walk", size=(24, 32), seed=0)
+    assert sorted(both.obs_space) == ["height", "image", "orientations", "velocity"]
+    assert both.reset()["image"].shape == (24, 32, 3)
+
+
+def test_reference_names_and_cameras():
+    cup = kd.envs.make("dmc:cup_catch", image=False)
+    assert (cup.domain, cup.task) == ("ball_in_cup", "catch")
+    assert kd.envs.make("dmc:quadruped_walk", image=False).camera == 2
+    reacher = kd.envs.make("dmc:reacher_easy", image=False)
+    assert sorted(reacher.obs_space) == ["position", "to_target", "velocity"]
+
+
+def test_bad_names_and_options_get_one_line():
+    with pytest.raises(ValueError, match="Unknown dm_control task 'nonexistent_task'"):
+        kd.envs.make("dmc:nonexistent_task")
+    with pytest.raises(ValueError, match="Did you mean 'walker_walk'"):
+        kd.envs.make("dmc:walker_wlak")
+    with pytest.raises(ValueError, match="image=True or proprio=True"):
+        kd.envs.make("dmc:walker_walk", image=False, proprio=False)
+    with pytest.raises(ValueError, match="Unknown env name 'dmc:'"):
+        kd.envs.make("dmc:")
+
+
+def test_a_missing_package_names_its_extra():
+    from keras_dreamer.envs.base import require as require_package
+
+    with pytest.raises(ModuleNotFoundError, match=r"keras-dreamer\[dmc\]") as info:
+        require_package(
+            "no_such_package_kd", "The test", hint='pip install "keras-dreamer[dmc]"'
+        )
+    assert "\n" not in str(info.value)
