@@ -6,6 +6,7 @@ import pytest
 import keras_dreamer as kd
 from keras_dreamer.spaces import Box
 from tests.helpers import require
+from tests.helpers import run_python
 
 require("dm_control", reason="the dmc extra is not installed")
 
@@ -49,22 +50,70 @@ def test_actions_are_rescaled_to_the_task_bounds():
         env.step([1.5])
 
 
+# Rendering runs in a fresh process on JAX: Mesa's software OpenGL crashes a
+# process that has loaded TensorFlow (the test process may have).
+PIXELS = """
+import numpy as np
+import keras_dreamer as kd
+from keras_dreamer.spaces import Box
+
+env = kd.envs.make("dmc:cartpole_swingup", proprio=False, size=32, seed=0)
+assert env.obs_space == {"image": Box((32, 32, 3), 0, 255, "uint8")}
+assert env.camera == 0  # camera -1: the domain's default
+obs = env.reset()
+np.testing.assert_array_equal(obs["image"], env.physics.render(32, 32, camera_id=0))
+assert obs["image"].std() > 0
+for _ in range(3):
+    moved = env.step([1.0])["image"]
+assert not np.array_equal(moved, obs["image"])
+other = kd.envs.make("dmc:cartpole_swingup", proprio=False, size=32, camera=1, seed=0)
+assert not np.array_equal(other.reset()["image"], obs["image"])
+both = kd.envs.make("dmc:walker_walk", size=(24, 32), seed=0)
+assert sorted(both.obs_space) == ["height", "image", "orientations", "velocity"]
+assert both.reset()["image"].shape == (24, 32, 3)
+print("ok")
+"""
+
+
 def test_pixels_from_the_domain_camera():
-    env = kd.envs.make("dmc:cartpole_swingup", proprio=False, size=32, seed=0)
-    assert env.obs_space == {"image": Box((32, 32, 3), 0, 255, "uint8")}
-    assert env.camera == 0  # camera -1: the domain's default
-    obs = env.reset()
-    np.testing.assert_array_equal(obs["image"], env.physics.render(32, 32, camera_id=0))
-    assert obs["image"].std() > 0
-    moved = step(env, [1.0], times=3)["image"]
-    assert not np.array_equal(moved, obs["image"])
-    other = kd.envs.make(
-        "dmc:cartpole_swingup", proprio=False, size=32, camera=1, seed=0
-    )
-    assert not np.array_equal(other.reset()["image"], obs["image"])
-    both = kd.envs.make("dmc:walker_walk", size=(24, 32), seed=0)
-    assert sorted(both.obs_space) == ["height", "image", "orientations", "velocity"]
-    assert both.reset()["image"].shape == (24, 32, 3)
+    result = run_python(PIXELS, backend="jax", env={"MUJOCO_GL": "egl"})
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+REFUSALS = """
+import os
+os.environ.pop("MUJOCO_GL", None)
+import pytest
+import keras_dreamer as kd
+
+kd.envs.make("dmc:walker_walk", image=False)  # loads no OpenGL
+assert os.environ["MUJOCO_GL"] == "disabled"
+with pytest.raises(RuntimeError, match="without an OpenGL renderer"):
+    kd.envs.make("dmc:walker_walk", image=True)
+print("ok")
+"""
+
+
+def test_a_process_that_cannot_render_says_why():
+    result = run_python(REFUSALS, backend="jax")
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+TENSORFLOW = """
+import pytest
+import tensorflow
+import keras_dreamer as kd
+
+with pytest.raises(RuntimeError, match="process that has loaded TensorFlow"):
+    kd.envs.make("dmc:walker_walk", image=True)
+print("ok")
+"""
+
+
+def test_software_rendering_next_to_tensorflow_is_refused_not_crashed():
+    require("tensorflow")
+    result = run_python(TENSORFLOW, backend="jax", env={"MUJOCO_GL": "egl"})
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 
 def test_reference_names_and_cameras():
@@ -77,9 +126,9 @@ def test_reference_names_and_cameras():
 
 def test_bad_names_and_options_get_one_line():
     with pytest.raises(ValueError, match="Unknown dm_control task 'nonexistent_task'"):
-        kd.envs.make("dmc:nonexistent_task")
+        kd.envs.make("dmc:nonexistent_task", image=False)
     with pytest.raises(ValueError, match="Did you mean 'walker_walk'"):
-        kd.envs.make("dmc:walker_wlak")
+        kd.envs.make("dmc:walker_wlak", image=False)
     with pytest.raises(ValueError, match="image=True or proprio=True"):
         kd.envs.make("dmc:walker_walk", image=False, proprio=False)
     with pytest.raises(ValueError, match="Unknown env name 'dmc:'"):

@@ -20,13 +20,17 @@ DEFAULT_CAMERAS = {"quadruped": 2}
 DOMAIN_ALIASES = {"cup": "ball_in_cup"}
 
 
-def load_suite():
-    """Import `dm_control.suite` with a headless renderer chosen.
+def load_suite(render=True):
+    """Import `dm_control.suite`, with a headless renderer when one is needed.
 
     MuJoCo picks its OpenGL backend once, when `dm_control` is first
     imported, from `MUJOCO_GL`; unset, it would try GLFW, which needs a
-    display. On Linux this sets `MUJOCO_GL=egl` first (as the reference
-    DreamerV3 does), unless it is set already.
+    display. When `MUJOCO_GL` is unset this sets it first: to `egl` (as the
+    reference DreamerV3 does, on Linux) when `render` is True, else to
+    `disabled`, so that an env from state loads no OpenGL at all.
+
+    Args:
+        render: whether the caller renders images.
 
     Returns:
         The `dm_control.suite` module.
@@ -35,16 +39,28 @@ def load_suite():
         ModuleNotFoundError: `dm_control` is not installed.
         ImportError: the chosen OpenGL backend cannot be loaded (the message
             names `MUJOCO_GL` and the system packages it needs).
+        RuntimeError: `render` with Mesa's software OpenGL in a process that
+            has loaded TensorFlow (see `check_renderer`).
 
     Examples:
-        >>> suite = load_suite()
+        >>> suite = load_suite(render=False)
         >>> ("walker", "walk") in suite.ALL_TASKS
         True
     """
-    if sys.platform.startswith("linux"):
-        os.environ.setdefault("MUJOCO_GL", "egl")
+    if "MUJOCO_GL" not in os.environ:
+        if not render:
+            os.environ["MUJOCO_GL"] = "disabled"
+        elif sys.platform.startswith("linux"):
+            os.environ["MUJOCO_GL"] = "egl"
+    backend = os.environ.get("MUJOCO_GL")
+    software = backend == "osmesa" or (
+        backend == "egl" and not os.path.exists("/dev/nvidiactl")
+    )
+    if render and software and "tensorflow" in sys.modules:
+        if "dm_control" not in sys.modules:  # even loading it would crash at exit
+            raise RuntimeError(_TENSORFLOW_CLASH.format(backend=backend))
     try:
-        return require("dm_control.suite", "The dm_control env", hint=DMC_HINT)
+        suite = require("dm_control.suite", "The dm_control env", hint=DMC_HINT)
     except ModuleNotFoundError:
         raise
     except Exception as err:  # the GL backend failed to load
@@ -55,6 +71,63 @@ def load_suite():
             "libegl1 and libgl1-mesa-dri for MUJOCO_GL=egl, or libosmesa6 "
             "for MUJOCO_GL=osmesa."
         ) from err
+    return suite
+
+
+def check_renderer():
+    """Fail with one clear line where rendering would fail or crash.
+
+    Two cases: `dm_control` was imported without a renderer (`MUJOCO_GL`
+    `disabled`, e.g. because the first env of the process was built from
+    state only), and Mesa's software OpenGL (`egl` without a GPU, or
+    `osmesa`) in a process that has loaded TensorFlow: both carry their own
+    LLVM, and MuJoCo's rendering then crashes the process.
+
+    Raises:
+        RuntimeError: in those two cases.
+
+    Examples:
+        >>> try:  # passes where this process can render, else says why not
+        ...     check_renderer()
+        ... except RuntimeError as error:
+        ...     reason = str(error)
+    """
+    from dm_control import _render
+
+    backend = _render.BACKEND
+    if backend in (None, "off"):
+        raise RuntimeError(
+            "dm_control was imported without an OpenGL renderer "
+            f"(MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}; keras-dreamer sets "
+            "'disabled' when the first DMC env of a process has image=False), "
+            "so DMC(image=True) cannot render; set MUJOCO_GL=egl or osmesa "
+            "before the first DMC env."
+        )
+    if "tensorflow" in sys.modules and _software_gl(backend):
+        raise RuntimeError(_TENSORFLOW_CLASH.format(backend=backend))
+
+
+_TENSORFLOW_CLASH = (
+    "DMC(image=True) renders with Mesa's software OpenGL (MUJOCO_GL={backend}), "
+    "which crashes a process that has loaded TensorFlow (Keras loads it when "
+    "installed, e.g. in keras.utils.set_random_seed); render from pixels where "
+    "TensorFlow is not installed (the JAX backend), or on a GPU's EGL."
+)
+
+
+def _software_gl(backend):
+    if backend == "osmesa":
+        return True
+    if backend != "egl":
+        return False
+    try:
+        from dm_control._render.pyopengl import egl_renderer
+        from OpenGL import EGL
+
+        vendor = EGL.eglQueryString(egl_renderer.EGL_DISPLAY, EGL.EGL_VENDOR)
+    except Exception:  # cannot tell: assume the common CPU case
+        return True
+    return b"Mesa" in (vendor or b"Mesa")
 
 
 def split_task(suite, name):
@@ -111,7 +184,9 @@ class DMC(Env):
       a discount of 0 (no suite task has one) is terminal.
 
     Rendering needs MuJoCo's headless OpenGL: `MUJOCO_GL=egl` (set by
-    default on Linux) or `osmesa` (see `load_suite`).
+    default on Linux) or `osmesa` (see `load_suite`); with Mesa's software
+    OpenGL (no GPU) not in a process that has loaded TensorFlow (see
+    `check_renderer`). An env with `image=False` loads no OpenGL.
 
     Args:
         task: `"<domain>_<task>"` (e.g. `"walker_walk"`; `"cup_catch"` is
@@ -128,6 +203,8 @@ class DMC(Env):
         ValueError: an unknown task, bad options, or neither `image` nor
             `proprio`.
         ModuleNotFoundError: `dm_control` is not installed.
+        RuntimeError: `image=True` where this process cannot render (see
+            `check_renderer`).
 
     Examples:
         >>> env = DMC("walker_walk", image=False, seed=0)
@@ -135,9 +212,6 @@ class DMC(Env):
         (['height', 'orientations', 'velocity'], Box((6,), -1.0, 1.0, float32))
         >>> env.reset()["height"].dtype
         dtype('float32')
-        >>> pixels = DMC("cartpole_swingup", proprio=False, size=32, seed=0)
-        >>> pixels.reset()["image"].shape
-        (32, 32, 3)
     """
 
     def __init__(
@@ -151,7 +225,7 @@ class DMC(Env):
         image_key="image",
         seed=None,
     ):
-        self._suite = load_suite()
+        self._suite = load_suite(render=bool(image))
         self.domain, self.task = split_task(self._suite, task)
         if not (image or proprio):
             raise ValueError(
@@ -162,6 +236,8 @@ class DMC(Env):
         if not isinstance(camera, int):
             raise ValueError(f"DMC(camera=...) must be an int, got {camera!r}.")
         self._height, self._width = image_size(size)
+        if image:
+            check_renderer()
         self.repeat = repeat
         self.image = bool(image)
         self.proprio = bool(proprio)
@@ -228,6 +304,7 @@ class DMC(Env):
             for key, name in self._keys.items()
         }
         if self.image:
+            check_renderer()  # TensorFlow may have been loaded since
             obs[self.image_key] = self._env.physics.render(
                 self._height, self._width, camera_id=self.camera
             )
