@@ -143,3 +143,33 @@ def test_a_missing_package_names_its_extra():
             "no_such_package_kd", "The test", hint='pip install "keras-dreamer[dmc]"'
         )
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, keys",
+    [
+        ("cartpole.gin", ["vector"]),
+        ("dmc_proprio.gin", ["height", "orientations", "velocity"]),
+        ("dmc_vision.gin", None),  # rendering is checked in a fresh process above
+    ],
+)
+def test_packaged_env_configs_build_their_env(name, keys):
+    import gin
+
+    from keras_dreamer.cli import resolve_gin_file
+    from keras_dreamer.train import job
+
+    gin.clear_config()
+    try:
+        gin.parse_config_files_and_bindings([resolve_gin_file(name)], [])
+        bindings = gin.get_bindings(job.make_env)
+        if keys is None:
+            assert bindings["image"] and not bindings["proprio"]
+            assert bindings["size"] == 64 and bindings["repeat"] == 1
+            return
+        env = job.make_env(seed=0)
+        assert sorted(env.obs_space) == keys
+        assert env.reset()["is_first"]
+        env.close()
+    finally:
+        gin.clear_config()
