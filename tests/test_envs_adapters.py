@@ -275,3 +275,14 @@ def test_gym_unsupported_spaces_and_names_get_one_line():
         assert "\n" not in str(info.value) and "expected" in str(info.value)
     with pytest.raises(ValueError, match="Unknown Gymnasium env 'NoSuchEnv-v0'"):
         kd.envs.make("gym:NoSuchEnv-v0")
+
+
+def test_a_discrete_observation_reaches_the_batch():
+    env = kd.envs.make("gym:FrozenLake-v1", seed=0)
+    assert env.obs_space == {"state": Discrete(16)}
+    collector = kd.data.Collector(
+        env, replay=kd.data.Replay(1000), batch_size=2, batch_length=8, seed=0
+    )
+    batch = collector[0]
+    assert batch["state"].shape == (2, 8) and batch["state"].dtype == np.int32
+    assert 0 <= batch["state"].min() and batch["state"].max() < 16
