@@ -39,15 +39,21 @@ def test_walker_from_state_with_action_repeat():
 
 
 def test_actions_are_rescaled_to_the_task_bounds():
-    env = kd.envs.make("dmc:cartpole_swingup", image=False, seed=0)
+    # Quadruped's actuators have bounds other than [-1, 1] (e.g. [-0.8, 0.8]).
+    env = kd.envs.make("dmc:quadruped_walk", image=False, seed=0)
     spec = env._env.action_spec()
+    assert not np.all(spec.maximum == 1.0)
+    assert env.act_space == Box((12,), -1, 1)
     env.reset()
-    for action, bound in ((-1.0, spec.minimum), (1.0, spec.maximum), (0.0, None)):
-        env.step([action])
-        expected = (spec.minimum + spec.maximum) / 2 if bound is None else bound
-        np.testing.assert_allclose(env.physics.data.ctrl, expected)
+    for value, expected in (
+        (-1.0, spec.minimum),
+        (1.0, spec.maximum),
+        (0.0, (spec.minimum + spec.maximum) / 2),
+    ):
+        env.step(np.full(12, value, np.float32))
+        np.testing.assert_allclose(env.physics.data.ctrl, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="outside the bounds"):
-        env.step([1.5])
+        env.step(np.full(12, 1.5, np.float32))
 
 
 # Rendering runs in a fresh process on JAX: Mesa's software OpenGL crashes a
