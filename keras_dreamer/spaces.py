@@ -50,6 +50,11 @@ class Discrete:
     def discrete(self):
         return True
 
+    @property
+    def is_image(self):
+        """Always False: a `Discrete` observation is a vector key."""
+        return False
+
     def sample(self, rng=None):
         """A uniformly random index, as a Python int."""
         rng = rng if rng is not None else np.random.default_rng()

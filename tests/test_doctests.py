@@ -21,9 +21,10 @@ from tests.helpers import require
 
 # `python -m keras_dreamer.train` runs the command when imported.
 ENTRY_POINTS = {"keras_dreamer.train.__main__"}
-# Modules whose examples need a package of the `envs` extra.
+# Modules whose examples need a package of the `envs` (or `dmc`) extra.
 NEEDS = {
     "keras_dreamer.envs.crafter": "crafter",
+    "keras_dreamer.envs.dmc": "dm_control",
     "keras_dreamer.envs.gym": "ale_py",
     "keras_dreamer.logger.outputs.mlflow": "mlflow",
 }

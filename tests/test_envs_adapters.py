@@ -148,7 +148,9 @@ gymnasium.register(id="KerasDreamerTest/Reach-v0", entry_point=Reach)
 
 
 def test_gym_box_actions_render_repeat_and_sticky():
-    env = kd.envs.make("gym:KerasDreamerTest/Reach-v0", size=16, repeat=2, seed=0)
+    env = kd.envs.make(
+        "gym:KerasDreamerTest/Reach-v0", size=16, repeat=2, render="only", seed=0
+    )
     assert env.obs_space == {"image": Box((16, 16, 3), 0, 255, "uint8")}
     assert env.act_space == Box((2,), -1, 1)
     obs = play(env, 3)
@@ -157,17 +159,130 @@ def test_gym_box_actions_render_repeat_and_sticky():
     with pytest.raises(ValueError, match="outside the bounds"):
         env.step([2.0, 0.0])
     sticky = kd.envs.make(
-        "gym:KerasDreamerTest/Reach-v0", size=16, sticky=1.0, gray=True
+        "gym:KerasDreamerTest/Reach-v0", size=16, sticky=1.0, gray=True, render=True
     )
+    assert sorted(sticky.obs_space) == ["image", "vector"]
     sticky.reset(seed=1)
     start = sticky._env.unwrapped.pos.copy()
     sticky.step([1.0, 1.0])
-    sticky.step([-1.0, -1.0])  # ignored: every step keeps the previous action
+    obs = sticky.step([-1.0, -1.0])  # ignored: every step keeps the previous action
     np.testing.assert_allclose(sticky._env.unwrapped.pos, np.clip(start + 0.2, -1, 1))
+    np.testing.assert_array_equal(obs["vector"], sticky._env.unwrapped.pos)
     assert sticky.obs_space["image"].shape == (16, 16, 1)
 
 
-def test_gym_env_without_images_is_refused():
+def test_gym_vector_observations_without_rendering():
+    env = kd.envs.make("gym:KerasDreamerTest/Reach-v0", seed=0)
+    assert env.obs_space == {"vector": Box((2,), -1, 1)}
+    obs = play(env, 2)
+    np.testing.assert_array_equal(obs[-1]["vector"], env._env.unwrapped.pos)
     vector_only = gymnasium.make("KerasDreamerTest/Reach-v0")  # no render_mode
     with pytest.raises(ValueError, match="render_mode='rgb_array'"):
-        kd.envs.Gym(vector_only)
+        kd.envs.Gym(vector_only, render=True)
+
+
+def test_gym_cartpole_gives_its_state():
+    env = kd.envs.make("gym:CartPole-v1", seed=0)
+    assert list(env.obs_space) == ["vector"] and env.act_space == Discrete(2)
+    assert env.obs_space["vector"].shape == (4,)
+    assert env.obs_space["vector"].dtype == np.float32
+    obs = play(env, 5)
+    state = np.asarray(env._env.unwrapped.state, np.float32)
+    np.testing.assert_allclose(obs[-1]["vector"], state, rtol=1e-6)
+    same = play(kd.envs.make("gym:CartPole-v1", seed=0), 5)
+    np.testing.assert_array_equal(obs[-1]["vector"], same[-1]["vector"])
+
+
+class Rover(gymnasium.Env):
+    """A tiny Gymnasium env with a nested Dict observation of every kind."""
+
+    def __init__(self):
+        box = gymnasium.spaces.Box
+        self.observation_space = gymnasium.spaces.Dict(
+            {
+                "pos": box(-5, 5, (2,), np.float64),
+                "camera": box(0, 255, (8, 8, 3), np.uint8),
+                "mode": gymnasium.spaces.Discrete(3, start=1),
+                "arm": gymnasium.spaces.Dict(
+                    {
+                        "joints": box(-1, 1, (3,), np.float32),
+                        "depth": box(0, 255, (6, 6), np.uint8),
+                    }
+                ),
+            }
+        )
+        self.action_space = gymnasium.spaces.Discrete(2)
+        self.t = 0
+
+    def _obs(self):
+        return {
+            "pos": np.array([self.t, -self.t], np.float64),
+            "camera": np.full((8, 8, 3), 10 * self.t, np.uint8),
+            "mode": 1 + self.t % 3,
+            "arm": {
+                "joints": np.full(3, 0.1 * self.t, np.float32),
+                "depth": np.full((6, 6), 20 * self.t, np.uint8),
+            },
+        }
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), float(action), self.t >= 4, False, {}
+
+
+def test_gym_dict_observations_one_key_each():
+    env = kd.envs.Gym(Rover(), size=4)
+    assert env.obs_space == {
+        "pos": Box((2,), -5, 5),
+        "camera": Box((4, 4, 3), 0, 255, "uint8"),
+        "mode": Discrete(3),
+        "arm_joints": Box((3,), -1, 1),
+        "arm_depth": Box((4, 4, 3), 0, 255, "uint8"),  # RGB unless gray=True
+    }
+    obs = play(env, 2)
+    assert obs[-1]["mode"] == 2 and obs[-1]["mode"].dtype == np.int32  # 3 - start
+    np.testing.assert_array_equal(obs[-1]["pos"], [2, -2])
+    assert (obs[-1]["camera"] == 20).all() and (obs[-1]["arm_depth"] == 40).all()
+    native = kd.envs.Gym(Rover(), size=None, gray=True)
+    assert native.obs_space["camera"].shape == (8, 8, 1)
+    assert native.obs_space["arm_depth"].shape == (6, 6, 1)
+    check_contract(native.reset(), native)
+
+
+class Odd(gymnasium.Env):
+    def __init__(self, observation_space, action_space):
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+
+def test_gym_unsupported_spaces_and_names_get_one_line():
+    spaces = gymnasium.spaces
+    box, two = spaces.Box(-1, 1, (2,)), spaces.Discrete(2)
+    cases = [
+        (spaces.Tuple((two, two)), two, "observation space Tuple"),
+        (spaces.MultiDiscrete([2, 3]), two, "observation space MultiDiscrete"),
+        (spaces.Dict({"a": spaces.MultiBinary(3)}), two, r"MultiBinary\(3\) \(a\)"),
+        (box, spaces.MultiDiscrete([2, 3]), "action space MultiDiscrete"),
+    ]
+    for obs_space, act_space, message in cases:
+        with pytest.raises(ValueError, match=message) as info:
+            kd.envs.Gym(Odd(obs_space, act_space))
+        assert "\n" not in str(info.value) and "expected" in str(info.value)
+    with pytest.raises(ValueError, match="Unknown Gymnasium env 'NoSuchEnv-v0'"):
+        kd.envs.make("gym:NoSuchEnv-v0")
+
+
+def test_a_discrete_observation_reaches_the_batch():
+    env = kd.envs.make("gym:FrozenLake-v1", seed=0)
+    assert env.obs_space == {"state": Discrete(16)}
+    collector = kd.data.Collector(
+        env, replay=kd.data.Replay(1000), batch_size=2, batch_length=8, seed=0
+    )
+    batch = collector[0]
+    assert batch["state"].shape == (2, 8) and batch["state"].dtype == np.int32
+    assert 0 <= batch["state"].min() and batch["state"].max() < 16

@@ -16,6 +16,7 @@ from keras_dreamer.envs.base import as_env
 from keras_dreamer.envs.base import check_obs
 from keras_dreamer.envs.catch import Catch
 from keras_dreamer.envs.crafter import Crafter
+from keras_dreamer.envs.dmc import DMC
 from keras_dreamer.envs.gym import Atari
 from keras_dreamer.envs.gym import Gym
 from keras_dreamer.envs.parallel import EnvProcessError
@@ -26,7 +27,8 @@ NAMES = (
     "'default' (the embedded Catch env; also 'catch')",
     "'crafter'",
     "'atari:<Game>' (e.g. 'atari:Pong')",
-    "'gym:<id>' (e.g. 'gym:ALE/Breakout-v5')",
+    "'gym:<id>' (e.g. 'gym:CartPole-v1')",
+    "'dmc:<domain>_<task>' (e.g. 'dmc:walker_walk')",
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "Catch",
     "CheckedEnv",
     "Crafter",
+    "DMC",
     "Env",
     "EnvProcessError",
     "EnvRestartWarning",
@@ -50,10 +53,12 @@ def make(name, **kwargs):
 
     Args:
         name: `"default"` (or `"catch"`) for the embedded `Catch` env,
-            `"crafter"`, `"atari:<Game>"` (e.g. `"atari:Pong"`) or
-            `"gym:<id>"` (any Gymnasium id, e.g. `"gym:ALE/Breakout-v5"`).
+            `"crafter"`, `"atari:<Game>"` (e.g. `"atari:Pong"`),
+            `"gym:<id>"` (any Gymnasium id, e.g. `"gym:CartPole-v1"`) or
+            `"dmc:<domain>_<task>"` (a DeepMind Control Suite task, e.g.
+            `"dmc:walker_walk"`).
         **kwargs: options of the env class (`Catch`, `Crafter`, `Atari`,
-            `Gym`), e.g. `size=64`, `seed=0`.
+            `Gym`, `DMC`), e.g. `size=64`, `seed=0`.
 
     Returns:
         An `Env`.
@@ -61,7 +66,7 @@ def make(name, **kwargs):
     Raises:
         ValueError: for an unknown name; the message lists the valid forms.
         ModuleNotFoundError: when the env needs a package of the `envs`
-            extra that is not installed.
+            (or `dmc`) extra that is not installed.
 
     Examples:
         >>> env = make("default", size=16, lives=1, seed=3)
@@ -78,4 +83,6 @@ def make(name, **kwargs):
             return Atari(rest, **kwargs)
         if kind == "gym" and rest:
             return Gym(rest, **kwargs)
+        if kind == "dmc" and rest:
+            return DMC(rest, **kwargs)
     raise ValueError(f"Unknown env name {name!r}. Valid names: {', '.join(NAMES)}.")

@@ -37,12 +37,13 @@ from keras_dreamer.spaces import Box
 EXTRA_HINT = 'pip install "keras-dreamer[envs]"'
 
 
-def require(module, what):
+def require(module, what, hint=EXTRA_HINT):
     """Import an optional package, or fail with an error naming the extra.
 
     Args:
         module: name of the package to import, e.g. `"crafter"`.
         what: what needs it, for the message, e.g. `"The Crafter env"`.
+        hint: the command that installs it, for the message.
 
     Returns:
         The imported module.
@@ -56,10 +57,12 @@ def require(module, what):
     """
     try:
         return importlib.import_module(module)
-    except ImportError as err:
+    except ModuleNotFoundError as err:
+        if err.name not in (None, module) and not module.startswith(err.name + "."):
+            raise  # the package is there; one of its own imports is missing
         raise ModuleNotFoundError(
             f"{what} needs the {module!r} package, which is not installed. "
-            f"Install the environment extra: {EXTRA_HINT}",
+            f"Install the environment extra: {hint}",
             name=module,
         ) from err
 

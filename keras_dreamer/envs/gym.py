@@ -1,7 +1,10 @@
 """Gymnasium and Atari adapters (need the `envs` extra)."""
 
+from typing import NamedTuple
+
 import numpy as np
 
+from keras_dreamer.batch import STEP_KEYS
 from keras_dreamer.envs.base import Env
 from keras_dreamer.envs.base import image_box
 from keras_dreamer.envs.base import image_size
@@ -13,39 +16,73 @@ DEFAULT_STICKY = 0.25
 
 
 class Gym(Env):
-    """Any Gymnasium env with image observations or `rgb_array` rendering.
+    """Any Gymnasium env, with the observations it gives and optional frames.
 
-    The image comes from the env's observations when they are uint8 images
-    (H, W) or (H, W, C), else from `env.render()` (an env made from an id
-    gets `render_mode="rgb_array"`). It is resized with Pillow (bilinear)
-    and optionally turned to grayscale. Each `step` repeats the action
-    `repeat` times and sums the rewards; with `sticky > 0` every repeated
-    step keeps the previous action with that probability; with `pool=True`
-    the image is the elementwise maximum of the last two frames (standard
-    Atari preprocessing against flicker).
+    Observations become keys of the obs dict:
 
-    - Observation: `{image_key: uint8 (height, width, 1 if gray else 3)}`.
+    - a `Box` of uint8 images (H, W) or (H, W, C): an image key, resized to
+      `size` with Pillow (bilinear; `size=None` keeps it) and given 3
+      channels (1 with `gray=True`);
+    - any other `Box`: a float32 key of the same shape;
+    - a `Discrete(n)`: a `kd.Discrete(n)` key (an int32 index, `start`
+      subtracted);
+    - a `Dict`: one key per entry, named as in the `Dict`; nested `Dict`
+      names are joined with `_` (`{"arm": {"pos": ...}}` gives `arm_pos`),
+      `/` in a name becomes `_` (Keras names cannot hold it), and an entry
+      called `reward` or `is_*` gets the prefix `obs_`.
+
+    A single (non-`Dict`) observation is named `obs_key`: by default
+    `image_key` for an image, `"vector"` for another `Box` and `"state"` for
+    a `Discrete`. With `render=True` the env's `rgb_array` frame is added as
+    `image_key` (an env made from an id gets `render_mode="rgb_array"`);
+    with `render="only"` it is the only observation (learning from pixels).
+    `Tuple`, `MultiDiscrete`, `MultiBinary` and other spaces are refused
+    with a `ValueError`.
+
+    Each `step` repeats the action `repeat` times and sums the rewards; with
+    `sticky > 0` every repeated step keeps the previous action with that
+    probability; with `pool=True` each image is the elementwise maximum of
+    the last two frames of the step (standard Atari preprocessing against
+    flicker); other keys come from the last frame.
+
     - Actions: `Discrete(n)` for a Gymnasium `Discrete` space (its `start`
-      offset is handled), `Box` for a Gymnasium `Box`.
+      offset is handled), `Box` (the env's bounds) for a Gymnasium `Box`.
     - Episode end: Gymnasium's `terminated` is `is_terminal`; `truncated`
       ends the episode without it.
 
     Args:
-        env: a Gymnasium env id (e.g. `"ALE/Breakout-v5"`) or env instance.
-        size: output image size, an int or `(height, width)`.
-        gray: convert the image to one grayscale channel.
+        env: a Gymnasium env id (e.g. `"CartPole-v1"`, `"ALE/Breakout-v5"`)
+            or env instance.
+        size: image size, an int or `(height, width)`; None keeps each
+            image's own size.
+        gray: convert images to one grayscale channel.
         repeat: env steps per `step` call (action repeat, rewards summed).
         sticky: probability of keeping the previous action at each env step.
-        pool: max-pool the last two frames of each `step`.
-        image_key: name of the image in the obs dict.
+        pool: max-pool the images over the last two frames of each `step`.
+        render: False (the observations), True (the observations plus the
+            rendered frame as `image_key`) or `"only"` (the rendered frame
+            alone).
+        image_key: name of the rendered frame, and of a single image
+            observation.
+        obs_key: name of a single non-`Dict` observation (see above).
         seed: int seed for the first reset and the sticky actions, or None.
         **make_kwargs: passed to `gymnasium.make` when `env` is an id.
 
+    Raises:
+        ValueError: an unknown env id, an unsupported observation or action
+            space, or `render` without `rgb_array` frames.
+        ModuleNotFoundError: `gymnasium` is not installed.
+
     Examples:
-        >>> env = Gym("ALE/Pong-v5", size=64, gray=True)
-        >>> env.reset(seed=0)["image"].shape
+        >>> env = Gym("CartPole-v1", seed=0)
+        >>> env.obs_space, env.act_space
+        ({'vector': Box((4,), ..., ..., float32)}, Discrete(2))
+        >>> env.reset()["vector"].dtype
+        dtype('float32')
+        >>> pong = Gym("ALE/Pong-v5", size=64, gray=True)
+        >>> pong.reset(seed=0)["image"].shape
         (64, 64, 1)
-        >>> env.close()
+        >>> pong.close()
     """
 
     def __init__(
@@ -56,16 +93,19 @@ class Gym(Env):
         repeat=1,
         sticky=0.0,
         pool=False,
+        render=False,
         image_key="image",
+        obs_key=None,
         seed=None,
         **make_kwargs,
     ):
         gym = require("gymnasium", "The Gymnasium env")
+        if render not in (False, True, "only"):
+            raise ValueError(
+                f"Gym(render=...) must be False, True or 'only', got {render!r}."
+            )
         if isinstance(env, str):
-            if env.startswith("ALE/"):
-                gym.register_envs(require("ale_py", "Atari"))
-            make_kwargs.setdefault("render_mode", "rgb_array")
-            env = gym.make(env, **make_kwargs)
+            env = _make(gym, env, render, make_kwargs)
         elif make_kwargs:
             raise ValueError(
                 f"Gym got make arguments {sorted(make_kwargs)} with an env "
@@ -77,23 +117,47 @@ class Gym(Env):
             raise ValueError(f"Gym(sticky=...) must be in [0, 1], got {sticky!r}.")
         self._env = env
         self._gym_act = env.action_space
-        self.act_space = _act_space(gym, env.action_space)
-        self._from_render = not _is_image(env.observation_space)
-        if self._from_render and getattr(env, "render_mode", None) != "rgb_array":
+        self.act_space = _act_space(gym, env.action_space, _env_name(env))
+        self._render = render
+        if render and getattr(env, "render_mode", None) != "rgb_array":
             raise ValueError(
-                f"{_env_name(env)} has no image observations "
-                f"({env.observation_space}) and does not render rgb_array "
-                "frames; make it with render_mode='rgb_array'."
+                f"{_env_name(env)} does not render rgb_array frames "
+                f"(render_mode={getattr(env, 'render_mode', None)!r}); make it "
+                "with render_mode='rgb_array', or use Gym(render=False)."
             )
-        self._height, self._width = image_size(size)
+        self._size = None if size is None else image_size(size)
         self.gray = bool(gray)
         self.repeat = repeat
         self.sticky = float(sticky)
         self.pool = bool(pool)
         self.image_key = image_key
-        self.obs_space = {
-            image_key: image_box(self._height, self._width, 1 if gray else 3)
-        }
+        name = _env_name(env)
+        self._entries = {}
+        if render != "only":
+            self._entries = _entries(
+                gym, env.observation_space, name, image_key, obs_key
+            )
+        if render and image_key in self._entries:
+            raise ValueError(
+                f"{name} already has an observation {image_key!r}; name the "
+                "rendered frame otherwise with image_key=..."
+            )
+        self._images = [k for k, e in self._entries.items() if e.kind == "image"]
+        self.obs_space = {}
+        for key, entry in self._entries.items():
+            if entry.kind == "discrete":
+                self.obs_space[key] = Discrete(int(entry.space.n))
+            elif entry.kind == "vector":
+                self.obs_space[key] = _vector_box(entry.space)
+            else:
+                self.obs_space[key] = self._image_box(entry.space.shape)
+        if render:
+            self._images.append(image_key)
+            shape = (*(self._size or (0, 0)), 3)  # rgb_array frames are RGB
+            if self._size is None:
+                env.reset(seed=seed)  # the frame's size: some envs need a reset
+                shape = np.shape(env.render())
+            self.obs_space[image_key] = self._image_box(shape)
         self._rng = np.random.default_rng(seed)
         self._seed = seed
         self._prev_action = None
@@ -102,6 +166,13 @@ class Gym(Env):
     def close(self):
         """Close the Gymnasium env."""
         self._env.close()
+
+    def _image_box(self, shape):
+        height, width = self._size or shape[:2]
+        channels = shape[2] if len(shape) == 3 else 1
+        if channels in (1, 3):
+            channels = 1 if self.gray else 3
+        return image_box(height, width, channels)
 
     def _reset(self, seed):
         return self._observe([self._start(seed)])
@@ -141,32 +212,57 @@ class Gym(Env):
         return action.astype(self._gym_act.dtype)
 
     def _frame(self, obs):
-        return np.asarray(self._env.render() if self._from_render else obs)
+        """The raw values of every key (images not yet resized)."""
+        frame = {}
+        for key, entry in self._entries.items():
+            value = obs
+            for part in entry.path:
+                value = value[part]
+            if entry.kind == "discrete":
+                frame[key] = np.int32(int(value) - int(entry.space.start))
+            elif entry.kind == "image":
+                frame[key] = np.asarray(value)
+            else:
+                frame[key] = np.asarray(value, np.float32)
+        if self._render:
+            frame[self.image_key] = np.asarray(self._env.render())
+        return frame
 
     def _observe(self, frames):
         # Only frames of one `step` are pooled: the first observation of an
         # episode is its own frame, never the maximum with a frame of the
         # previous episode (DreamerV3's Atari env once mixed them).
-        frame = frames[-1]
-        if self.pool and len(frames) > 1:
-            frame = np.maximum(frames[-2], frame)
-        return {self.image_key: self._process(frame)}
+        obs = dict(frames[-1])
+        for key in self._images:
+            image = obs[key]
+            if self.pool and len(frames) > 1:
+                image = np.maximum(frames[-2][key], image)
+            obs[key] = self._process(image, self.obs_space[key].shape)
+        return obs
 
-    def _process(self, frame):
+    def _process(self, frame, shape):
         from PIL import Image
 
+        height, width, channels = shape
         if frame.ndim == 3 and frame.shape[-1] == 1:
             frame = frame[..., 0]
+        if frame.ndim == 3 and frame.shape[-1] != 3:
+            # Not RGB (e.g. stacked frames): resize channel by channel.
+            return np.stack(
+                [
+                    self._process(frame[..., c], (height, width, 1))[..., 0]
+                    for c in range(frame.shape[-1])
+                ],
+                -1,
+            )
         image = Image.fromarray(frame)
-        if self.gray and image.mode != "L":
+        if channels == 1 and image.mode != "L":
             image = image.convert("L")
-        if image.size != (self._width, self._height):
-            image = image.resize((self._width, self._height), Image.BILINEAR)
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)
         array = np.asarray(image)
         if array.ndim == 2:
-            array = (
-                array[..., None] if self.gray else np.repeat(array[..., None], 3, -1)
-            )
+            array = np.repeat(array[..., None], channels, -1)
         return array
 
 
@@ -270,21 +366,88 @@ class Atari(Gym):
         return obs, reward, terminal, truncated
 
 
-def _is_image(space):
-    shape = getattr(space, "shape", None) or ()
-    return getattr(space, "dtype", None) == np.uint8 and (
-        len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3))
+def _make(gym, name, render, make_kwargs):
+    """`gymnasium.make(name)`, with one clear line for an unknown id."""
+    if name.startswith("ALE/"):
+        gym.register_envs(require("ale_py", "Atari"))
+    if render:
+        make_kwargs.setdefault("render_mode", "rgb_array")
+    try:
+        return gym.make(name, **make_kwargs)
+    except gym.error.Error as err:
+        raise ValueError(
+            f"Unknown Gymnasium env {name!r} ({err}). Use a registered id such "
+            "as 'CartPole-v1' (gymnasium.pprint_registry() lists them)."
+        ) from None
+
+
+class _Entry(NamedTuple):
+    """One observation key: where it is in the Gymnasium obs and its kind."""
+
+    path: tuple  # keys into (nested) Dict observations; () for a plain one
+    kind: str  # "image", "vector" or "discrete"
+    space: object  # the Gymnasium space
+
+
+def _entries(gym, space, name, image_key, obs_key):
+    """`{obs key: _Entry}` for a Gymnasium observation space."""
+    if not isinstance(space, gym.spaces.Dict):
+        kind = _kind(gym, space, name, "observation")
+        default = {"image": image_key, "vector": "vector", "discrete": "state"}
+        return {obs_key or default[kind]: _Entry((), kind, space)}
+    found = {}
+
+    def visit(dict_space, path):
+        for part, sub in dict_space.spaces.items():
+            where = (*path, part)
+            if isinstance(sub, gym.spaces.Dict):
+                visit(sub, where)
+                continue
+            key = "_".join(map(str, where)).replace("/", "_")
+            if key in STEP_KEYS or key.startswith("is_"):
+                key = "obs_" + key
+            if key in found:
+                raise ValueError(
+                    f"{name}: the observation entries {'/'.join(found[key].path)} "
+                    f"and {'/'.join(map(str, where))} both become the key {key!r}."
+                )
+            kind = _kind(gym, sub, name, "/".join(map(str, where)))
+            if kind == "discrete" or int(np.prod(sub.shape)) > 0:  # drop empty ones
+                found[key] = _Entry(where, kind, sub)
+
+    visit(space, ())
+    return found
+
+
+def _kind(gym, space, name, where):
+    if isinstance(space, gym.spaces.Discrete):
+        return "discrete"
+    if isinstance(space, gym.spaces.Box):
+        return "image" if _is_image(space) else "vector"
+    raise ValueError(
+        f"{name}: unsupported Gymnasium observation space {space} ({where}); "
+        "expected Box, Discrete or a Dict of them."
     )
 
 
-def _act_space(gym, space):
+def _is_image(space):
+    return space.dtype == np.uint8 and len(space.shape) in (2, 3)
+
+
+def _vector_box(space):
+    with np.errstate(over="ignore"):
+        low = np.asarray(space.low, np.float32)
+        high = np.asarray(space.high, np.float32)
+    return Box(space.shape, low, high, "float32")
+
+
+def _act_space(gym, space, name):
     if isinstance(space, gym.spaces.Discrete):
         return Discrete(int(space.n))
     if isinstance(space, gym.spaces.Box):
         return Box(space.shape, space.low, space.high, "float32")
     raise ValueError(
-        f"Unsupported Gymnasium action space {space}: use an env with a "
-        "Discrete or Box action space."
+        f"{name}: unsupported Gymnasium action space {space}; expected Discrete or Box."
     )
 
 

@@ -22,9 +22,10 @@ def make_env(name="default", **kwargs):
     """The environment, by `kd.envs.make` name.
 
     Args:
-        name: "default" (the embedded Catch env), "crafter", "atari:<Game>"
-            or "gym:<id>"; or a callable returning an env (in gin a
-            reference, `@my_module.my_env`, after `import my_module`), which
+        name: "default" (the embedded Catch env), "crafter", "atari:<Game>",
+            "gym:<id>" or "dmc:<domain>_<task>"; or a callable returning an
+            env (in gin a reference, `@my_module.my_env`, after
+            `import my_module`), which
             must be a picklable top-level function or class when
             `train.envs` > 1.
         **kwargs: options of the env class (e.g. `size`, `ball_size`,
