@@ -1,6 +1,7 @@
 """WandBOutput: logs to a Weights & Biases run (online, offline or disabled)."""
 
 import os
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -13,6 +14,9 @@ from keras_dreamer.logger.outputs.base import OutputWarning
 from keras_dreamer.logger.outputs.base import group_by_step
 from keras_dreamer.logger.outputs.base import kind_of
 from keras_dreamer.logger.outputs.base import prepare_dir
+
+# The id of a logdir's W&B run, kept beside the runs W&B writes there.
+RUN_ID_FILE = "keras_dreamer_run_id"
 
 
 class WandBOutput(AsyncOutput):
@@ -151,3 +155,42 @@ class WandBOutput(AsyncOutput):
         finally:
             if self._tmpdir:
                 shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def logdir_run_id(logdir, resume):
+    """The `wandb.init` arguments that keep one W&B run per run directory.
+
+    A resumed run (`resume=True`) gets the id stored in
+    `logdir/wandb/keras_dreamer_run_id`, so W&B continues the same run;
+    otherwise (or with no stored id) a new id is drawn and stored. Pass the
+    result to `WandBOutput(**...)`. Offline, each session is its own
+    `offline-run-*` folder with that id, and `wandb sync` joins them.
+
+    Args:
+        logdir: the run directory (`logdir/wandb/` is created).
+        resume: whether the run resumes from a checkpoint.
+
+    Returns:
+        `{"id": str, "resume": "allow"}`.
+
+    Examples:
+        >>> import tempfile
+        >>> logdir = tempfile.mkdtemp()
+        >>> first = logdir_run_id(logdir, resume=False)
+        >>> logdir_run_id(logdir, resume=True) == first, first["resume"]
+        (True, 'allow')
+        >>> logdir_run_id(logdir, resume=False) == first
+        False
+    """
+    directory = prepare_dir(os.path.join(logdir, "wandb"), "WandBOutput")
+    path = os.path.join(directory, RUN_ID_FILE)
+    run_id = None
+    if resume and os.path.isfile(path):
+        with open(path) as file:
+            run_id = file.read().strip() or None
+    if run_id is None:
+        run_id = secrets.token_hex(4)  # W&B ids are [a-z0-9]
+        with open(path + ".tmp", "w") as file:
+            file.write(run_id + "\n")
+        os.replace(path + ".tmp", path)
+    return {"id": run_id, "resume": "allow"}
