@@ -251,3 +251,20 @@ def read_wandb_run(run_dir):
                         steps.append(int(json.loads(item.value_json)))
     return run_id, steps
 
+
+def decode_video(path):
+    """The frames of a GIF (Pillow) or MP4 (PyAV) file as a uint8 THWC array."""
+    if str(path).endswith(".mp4"):
+        av = require("av")
+        with av.open(str(path)) as container:
+            return np.stack(
+                [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            )
+    from PIL import Image
+
+    frames = []
+    with Image.open(path) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            frames.append(np.asarray(image.convert("RGB")))
+    return np.stack(frames)

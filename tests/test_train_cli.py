@@ -16,7 +16,9 @@ import keras
 import pytest
 from PIL import Image
 
+from keras_dreamer.logger.video import mp4_available
 from tests.helpers import REQUIRE_ALL
+from tests.helpers import decode_video
 from tests.helpers import once_per_session
 from tests.helpers import read_events
 from tests.helpers import read_jsonl
@@ -208,12 +210,12 @@ def test_the_mlflow_run_holds_metrics_params_and_videos(debug_run, tmp_path):
     assert params["train.steps"] == "8" and params["make_env.max_steps"] == "10"
     assert params["make_world_model.loss_scales"] == "{'rep': 0.2}"
     media = {a.path for a in client.list_artifacts(run.info.run_id, "media")}
-    assert {f"media/report_openloop_image_{s}.gif" for s in (0, 4, 8)} <= media
-    gif = client.download_artifacts(
-        run.info.run_id, "media/report_openloop_image_8.gif", str(tmp_path)
+    suffix = ".mp4" if mp4_available() else ".gif"  # MP4 with the video extra
+    assert {f"media/report_openloop_image_{s}{suffix}" for s in (0, 4, 8)} <= media
+    path = client.download_artifacts(
+        run.info.run_id, f"media/report_openloop_image_8{suffix}", str(tmp_path)
     )
-    with Image.open(gif) as image:
-        assert image.n_frames == 8 + 10
+    assert len(decode_video(path)) == 8 + 10
 
 
 def test_an_unreachable_mlflow_server_exits_2_with_one_line(tmp_path):
