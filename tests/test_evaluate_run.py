@@ -72,6 +72,16 @@ def test_eval_of_an_older_checkpoint_in_env_processes(debug_run, tmp_path):  # n
     assert np.isclose(result["mean"], np.mean(result["scores"]))
 
 
+def test_a_cut_episode_restarts_its_envs(debug_run, tmp_path):  # noqa: F811
+    from keras_dreamer.train import evaluation
+
+    copy = copy_run(debug_run[0], tmp_path, "train.envs = 2")
+    result = evaluation.evaluate_run(copy, episodes=3, max_steps=3)
+    assert result["lengths"] == [4, 4, 4]
+    with open(os.path.join(result["directory"], "episodes.jsonl")) as file:
+        assert [json.loads(line)["cut"] for line in file] == [True] * 3
+
+
 def test_load_policy_acts_like_the_agents_policy(debug_run):  # noqa: F811
     import keras_dreamer as kd
 

@@ -28,8 +28,6 @@ from keras_dreamer.train.logdir import check_resumed_spaces
 
 EVAL_DIR = "eval"
 EPISODES_FILE = "episodes.jsonl"
-# An episode is cut after this many env steps, as `kd.data.Evaluator` does.
-MAX_STEPS = 10_000
 
 
 def load_policy(logdir, step=None, mode="eval", seed=0):
@@ -69,7 +67,15 @@ def load_policy(logdir, step=None, mode="eval", seed=0):
     return policy
 
 
-def evaluate_run(logdir, episodes=10, step=None, mode="eval", video=False, seed=None):
+def evaluate_run(
+    logdir,
+    episodes=10,
+    step=None,
+    mode="eval",
+    video=False,
+    seed=None,
+    max_steps=10_000,
+):
     """Plays episodes with a run's trained policy and writes their scores.
 
     The episodes run on the run's env (`make_env` of its config, with
@@ -87,6 +93,8 @@ def evaluate_run(logdir, episodes=10, step=None, mode="eval", video=False, seed=
         video: also write each episode as a GIF.
         seed: seed of the envs and the policy (default: derived from the
             run's seed).
+        max_steps: the most env steps of one episode: a longer one is cut
+            there (`cut` is true in its line) and its env starts anew.
 
     Returns:
         A dict: `step`, `scores`, `lengths`, `mean`, `std` and `directory`
@@ -117,7 +125,7 @@ def evaluate_run(logdir, episodes=10, step=None, mode="eval", video=False, seed=
     else:
         env = _SingleEnv(make_env(seed=seed))
     try:
-        played = _play(env, policy, episodes, video, seed)
+        played = _play(env, policy, episodes, video, seed, max_steps)
     finally:
         env.close()
     ckpt_step = int(state["step"])
@@ -221,16 +229,29 @@ class _SingleEnv:
         self.env.close()
 
 
-def _play(env, policy, episodes, video, seed):
+def _play(env, policy, episodes, video, seed, max_steps):
     """Plays `episodes` episodes on the envs of `env` at once; returns them
     in the order they started."""
     count = len(env)
-    seeds = np.random.SeedSequence([seed, 2]).generate_state(count).tolist()
-    obs = env.reset(seeds)
+    played = []
+    while len(played) < episodes:  # again only after an episode was cut
+        seeds = np.random.SeedSequence([seed, 2, len(played)]).generate_state(count)
+        obs = env.reset(seeds.tolist())
+        _play_from_reset(env, obs, policy, episodes, video, played, max_steps)
+    return played[:episodes]
+
+
+def _play_from_reset(env, obs, policy, episodes, video, played, max_steps):
+    """Steps all envs from their first obs until no env has an episode left to
+    play. An env whose episode ended starts the next one (its next obs is
+    the first of a new episode); one whose episode was cut plays no more."""
     image_key = next((k for k, v in obs[0].items() if np.ndim(v) == 3), None)
-    started = list(range(count))  # the episode each env plays, or None
-    played = [_new_episode(video) for _ in range(count)]
-    while True:
+    started = []  # the index in `played` of each env's episode, or None
+    for _ in obs:
+        started.append(len(played) if len(played) < episodes else None)
+        if started[-1] is not None:
+            played.append(_new_episode(video))
+    while any(episode is not None for episode in started):
         for i, episode in enumerate(started):
             if episode is None:
                 continue
@@ -239,24 +260,20 @@ def _play(env, policy, episodes, video, seed):
             record["length"] += 1
             if video and image_key is not None:
                 record["frames"].append(np.asarray(obs[i][image_key]))
-            cut = record["length"] > MAX_STEPS
-            if obs[i]["is_last"] or cut:
-                record["cut"] = bool(cut and not obs[i]["is_last"])
-                if len(played) < episodes:
-                    started[i] = len(played)
-                    played.append(_new_episode(video))
-                else:
-                    started[i] = None
-        if started == [None] * count:
+            if obs[i]["is_last"] and len(played) < episodes:
+                started[i] = len(played)
+                played.append(_new_episode(video))
+            elif obs[i]["is_last"] or record["length"] > max_steps:
+                record["cut"] = not obs[i]["is_last"]
+                started[i] = None
+        if all(episode is None for episode in started):
             break
         batch = {
             k: np.stack([np.asarray(o[k]) for o in obs])
             for k in obs[0]
             if not k.startswith("log/")
         }
-        # After an episode's last obs, the env's next obs starts a new one.
         obs = env.step(np.asarray(policy(batch)))
-    return played[:episodes]
 
 
 def _new_episode(video):
