@@ -23,6 +23,7 @@ _LAZY_ATTRIBUTES = {
     "AgentPolicy": "keras_dreamer.policy",
     "DreamerReportCallback": "keras_dreamer.callbacks",
     "PRESETS": "keras_dreamer.presets",
+    "load_policy": "keras_dreamer.train.evaluation",
 }
 _SUBMODULES = (
     "agent",

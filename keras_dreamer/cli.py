@@ -8,6 +8,8 @@
                        [--smooth N]
     keras-dreamer import-reference CKPT_DIR --out AGENT.keras
                        [--backend jax|tensorflow] [--dtype POLICY]
+    keras-dreamer eval --logdir RUN [--episodes N] [--checkpoint STEP]
+                       [--mode eval|train] [--video] [--backend jax|tensorflow]
 
 Exit codes: 0 success, 1 training failure (the last checkpoint is kept),
 2 bad usage or configuration (one line on stderr says what is wrong).
@@ -16,9 +18,11 @@ Nothing here imports Keras before `--backend` has set `KERAS_BACKEND`.
 """
 
 import argparse
+import os
 import sys
 
 from keras_dreamer.train import command
+from keras_dreamer.train import quiet
 from keras_dreamer.train.command import UsageError
 from keras_dreamer.train.command import resolve_gin_file
 from keras_dreamer.train.command import select_backend
@@ -54,6 +58,8 @@ def main(argv=None):
             return command.run(args)
         if args.command == "import-reference":
             return _import_reference(args)
+        if args.command == "eval":
+            return _evaluate(args)
         return _plot(args)
     except UsageError as error:
         print(f"keras-dreamer {args.command}: error: {error}", file=sys.stderr)
@@ -103,7 +109,65 @@ def _parser():
         help="dtype policy (default: the run's jax.compute_dtype, e.g. "
         "bfloat16 -> mixed_bfloat16)",
     )
+    evaluate = commands.add_parser(
+        "eval",
+        help="play episodes with a trained run's policy and write their scores",
+        description="Loads a run's checkpoint with its config.gin, plays "
+        "episodes with its policy (in env processes when the run used them) and "
+        "writes RUN/eval/<step>/episodes.jsonl (and GIFs with --video). Nothing "
+        "else of the run is written.",
+    )
+    evaluate.add_argument("--logdir", required=True, help="the run directory")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes to play")
+    evaluate.add_argument(
+        "--checkpoint",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="train step of the checkpoint (default: the latest)",
+    )
+    evaluate.add_argument(
+        "--mode",
+        choices=("eval", "train"),
+        default="eval",
+        help="the policy's mode (see kd.Agent.make_policy)",
+    )
+    evaluate.add_argument(
+        "--video", action="store_true", help="write each episode as a GIF"
+    )
+    evaluate.add_argument(
+        "--backend",
+        choices=sorted(command.BACKEND_PACKAGES),
+        help="Keras backend (default: the KERAS_BACKEND environment variable)",
+    )
     return parser
+
+
+def _evaluate(args):
+    select_backend(args.backend)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet.filtered_stderr(True):
+        from keras_dreamer.train import evaluation
+        from keras_dreamer.train.errors import ConfigError
+
+        try:
+            result = evaluation.evaluate_run(
+                args.logdir,
+                episodes=args.episodes,
+                step=args.checkpoint,
+                mode=args.mode,
+                video=args.video,
+            )
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+    for index, (score, length) in enumerate(zip(result["scores"], result["lengths"])):
+        print(f"episode {index}: score {score:.4g}, length {length}")
+    print(
+        f"step {result['step']}: mean score {result['mean']:.4g} "
+        f"+- {result['std']:.3g} over {len(result['scores'])} episodes; "
+        f"wrote {result['directory']}"
+    )
+    return 0
 
 
 def _import_reference(args):

@@ -1,9 +1,11 @@
 """Test utilities: tiny batches, a learnable toy task, backend gradients,
 readers of JSONL and TensorBoard files."""
 
+import glob
 import importlib
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -208,3 +210,61 @@ def run_python(code, *args, backend, env=None, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def read_wandb_run(run_dir):
+    """The run id and the logged `_step`s of an offline W&B run folder.
+
+    Reads its `run-<id>.wandb` file: W&B's record log (LevelDB's log format:
+    32 KiB blocks of records, each with a 7-byte header of checksum, length
+    and type; a record split over blocks comes as first, middle, last
+    parts) whose records are `wandb_internal_pb2.Record` messages.
+
+    Returns:
+        `(run_id, steps)`: the id of its `run` record and the `_step` of
+        each `history` record, in order.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = glob.glob(os.path.join(run_dir, "run-*.wandb"))
+    with open(path, "rb") as file:
+        data = file.read()
+    block, position, part, run_id, steps = 32768, 7, b"", None, []
+    while position + 7 <= len(data):
+        left = block - position % block
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if left < 7 or (length == 0 and kind == 0):  # a block's padding
+            position += left
+            continue
+        part += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last part of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(part)
+            part = b""
+            which = record.WhichOneof("record_type")
+            if which == "run":
+                run_id = record.run.run_id
+            elif which == "history":
+                for item in record.history.item:
+                    if item.key == "_step" or list(item.nested_key) == ["_step"]:
+                        steps.append(int(json.loads(item.value_json)))
+    return run_id, steps
+
+
+def decode_video(path):
+    """The frames of a GIF (Pillow) or MP4 (PyAV) file as a uint8 THWC array."""
+    if str(path).endswith(".mp4"):
+        av = require("av")
+        with av.open(str(path)) as container:
+            return np.stack(
+                [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            )
+    from PIL import Image
+
+    frames = []
+    with Image.open(path) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            frames.append(np.asarray(image.convert("RGB")))
+    return np.stack(frames)

@@ -11,6 +11,8 @@ from keras_dreamer.logger import Logger
 from keras_dreamer.logger import OutputWarning
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import WandBOutput
+from keras_dreamer.logger.video import mp4_available
+from tests.helpers import decode_video
 from tests.helpers import require
 
 require("wandb")
@@ -62,8 +64,9 @@ def test_the_run_lives_offline_under_the_logdir(offline_run):
 def test_media_files_are_in_the_run_directory(offline_run):
     _, logdir, video, _ = offline_run
     files = os.path.join(logdir, "wandb", "offline-run-*", "files", "media")
-    (gif,) = glob.glob(os.path.join(files, "videos", "report", "video_*.gif"))
-    assert Image.open(gif).n_frames == len(video)
+    suffix = ".mp4" if mp4_available() else ".gif"  # MP4 with the video extra
+    (path,) = glob.glob(os.path.join(files, "videos", "report", "video_*" + suffix))
+    assert len(decode_video(path)) == len(video)
     (png,) = glob.glob(os.path.join(files, "images", "report", "image_*.png"))
     assert Image.open(png).size == (5, 6)
 

@@ -16,10 +16,13 @@ import keras
 import pytest
 from PIL import Image
 
+from keras_dreamer.logger.video import mp4_available
 from tests.helpers import REQUIRE_ALL
+from tests.helpers import decode_video
 from tests.helpers import once_per_session
 from tests.helpers import read_events
 from tests.helpers import read_jsonl
+from tests.helpers import read_wandb_run
 from tests.helpers import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,12 +210,12 @@ def test_the_mlflow_run_holds_metrics_params_and_videos(debug_run, tmp_path):
     assert params["train.steps"] == "8" and params["make_env.max_steps"] == "10"
     assert params["make_world_model.loss_scales"] == "{'rep': 0.2}"
     media = {a.path for a in client.list_artifacts(run.info.run_id, "media")}
-    assert {f"media/report_openloop_image_{s}.gif" for s in (0, 4, 8)} <= media
-    gif = client.download_artifacts(
-        run.info.run_id, "media/report_openloop_image_8.gif", str(tmp_path)
+    suffix = ".mp4" if mp4_available() else ".gif"  # MP4 with the video extra
+    assert {f"media/report_openloop_image_{s}{suffix}" for s in (0, 4, 8)} <= media
+    path = client.download_artifacts(
+        run.info.run_id, f"media/report_openloop_image_8{suffix}", str(tmp_path)
     )
-    with Image.open(gif) as image:
-        assert image.n_frames == 8 + 10
+    assert len(decode_video(path)) == 8 + 10
 
 
 def test_an_unreachable_mlflow_server_exits_2_with_one_line(tmp_path):
@@ -276,6 +279,41 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
     events = read_events(tmp_path)
     tb_steps = [s.step for s in events.Scalars("train/loss")]
     assert tb_steps == sorted(set(tb_steps)) and tb_steps[-1] == 40
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path):
+    require("wandb")
+    logdir = tmp_path / "run"
+
+    def train(steps):
+        result = run(
+            command(
+                "--logdir",
+                str(logdir),
+                "--gin_file",
+                DEBUG,
+                "--gin_param",
+                f"train.steps = {steps}",
+                "--gin_param",
+                "train.outputs = ('jsonl', 'wandb')",
+                "--gin_param",
+                "train.report_every = None",
+                "--gin_param",
+                "train.eval_every = None",
+            ),
+            env={"WANDB_MODE": "offline"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    train(4)
+    with open(logdir / "wandb" / "keras_dreamer_run_id") as file:
+        run_id = file.read().strip()
+    train(8)  # resumes from the checkpoint at step 4
+    runs = sorted(glob.glob(str(logdir / "wandb" / "offline-run-*")))
+    assert len(runs) == 2 and all(r.endswith("-" + run_id) for r in runs)
+    (first_id, first), (second_id, second) = map(read_wandb_run, runs)
+    assert first_id == second_id == run_id
+    assert first == [2, 4] and second == [6, 8]
 
 
 def test_checkpoint_of_the_other_model_kind_exits_2(tmp_path):

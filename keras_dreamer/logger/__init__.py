@@ -19,6 +19,7 @@ Examples:
 
 from keras_dreamer.logger import media
 from keras_dreamer.logger import outputs
+from keras_dreamer.logger import video
 from keras_dreamer.logger.agg import Agg
 from keras_dreamer.logger.logdir import check_logdir
 from keras_dreamer.logger.logger import Logger
@@ -41,4 +42,5 @@ __all__ = [
     "media",
     "outputs",
     "truncate_jsonl",
+    "video",
 ]

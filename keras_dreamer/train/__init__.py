@@ -5,10 +5,11 @@ backend (`--backend`) before Keras is imported. The job, `train`, lives in
 `keras_dreamer.train.job`; its parts each in their own module: the gin
 factories (`make_env`, `make_world_model`, `make_agent`, `make_optimizer`)
 in `factories`, building the run in `run`, multi-process coordination in
-`processes`, the logdir and resume checks in `logdir`. They load on first
-use; the command line (arguments, backend, gin files) is
-`keras_dreamer.train.command`, which `keras_dreamer.cli` calls (never the
-reverse).
+`processes`, the logdir and resume checks in `logdir`; a trained run's
+policy (`load_policy`) and its evaluation (`evaluate_run`) in
+`evaluation`. They load on first use; the command line (arguments,
+backend, gin files) is `keras_dreamer.train.command`, which
+`keras_dreamer.cli` calls (never the reverse).
 """
 
 import importlib
@@ -21,6 +22,9 @@ _JOB_NAMES = (
     "make_optimizer",
     "ConfigError",
 )
+
+
+_EVALUATION_NAMES = ("load_policy", "evaluate_run")
 
 
 def main(argv=None):
@@ -44,4 +48,7 @@ def main(argv=None):
 def __getattr__(name):
     if name in _JOB_NAMES:
         return getattr(importlib.import_module("keras_dreamer.train.job"), name)
+    if name in _EVALUATION_NAMES:
+        module = importlib.import_module("keras_dreamer.train.evaluation")
+        return getattr(module, name)
     raise AttributeError(f"module 'keras_dreamer.train' has no attribute {name!r}")

@@ -27,6 +27,8 @@ from keras_dreamer.callbacks import DreamerReportCallback
 from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import TensorBoardOutput
 from keras_dreamer.logger.outputs import TerminalOutput
+from keras_dreamer.logger.outputs import WandBOutput
+from keras_dreamer.logger.outputs.wandb import logdir_run_id
 from keras_dreamer.train import progress
 from keras_dreamer.train.errors import ConfigError
 from keras_dreamer.train.factories import env_factory
@@ -317,7 +319,9 @@ def _writers(
     collector, replay = run.collector, run.replay
     callback = DreamerReportCallback(
         logdir,
-        outputs=_outputs(outputs, logdir, terminal_pattern, run.start_step),
+        outputs=_outputs(
+            outputs, logdir, terminal_pattern, run.start_step, run.resumed
+        ),
         log_every=log_every,
         report_every=report_every,
         report_data=(lambda: replay.sample(report_batch, report_length))
@@ -354,7 +358,7 @@ def _check_run_settings(steps, steps_per_epoch, save_every):
         )
 
 
-def _outputs(names, logdir, terminal_pattern, start_step):
+def _outputs(names, logdir, terminal_pattern, start_step, resumed):
     built = []
     for name in names:
         key = name.strip().lower() if isinstance(name, str) else None
@@ -365,6 +369,14 @@ def _outputs(names, logdir, terminal_pattern, start_step):
                 built.append(
                     TensorBoardOutput(
                         logdir, purge_step=start_step + 1 if start_step else None
+                    )
+                )
+            elif key == "wandb":  # a resumed run continues its W&B run
+                built.append(
+                    WandBOutput(
+                        dir=logdir,
+                        name=os.path.basename(os.path.abspath(logdir)),
+                        **logdir_run_id(logdir, resumed),
                     )
                 )
             else:

@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 
 from keras_dreamer.logger import media
+from keras_dreamer.logger import video
 from keras_dreamer.logger.outputs.base import AsyncOutput
 from keras_dreamer.logger.outputs.base import kind_of
 from keras_dreamer.logger.outputs.base import prepare_dir
@@ -29,8 +30,10 @@ class MLflowOutput(AsyncOutput):
 
     The run is created in the constructor and ended (status FINISHED) by
     `close()`. Each write sends its scalars in one `log_batch` call with
-    their steps; a video becomes the artifact `media/<key>_<step>.gif` ("/"
-    in keys becomes "_"; the GIF the other outputs write), an image
+    their steps; a video becomes the artifact `media/<key>_<step>.mp4` when
+    PyAV is installed (the `video` extra), else `media/<key>_<step>.gif`
+    (the GIF the other outputs write; see `video_format`; "/" in keys
+    becomes "_"), an image
     `media/<key>_<step>.png`, a text `text/<key>_<step>.txt`. Histograms have
     no MLflow type and are skipped. With a `logdir` holding `config.gin`
     (the operative config that `keras-dreamer train` writes), every binding
@@ -62,7 +65,9 @@ class MLflowOutput(AsyncOutput):
         params: dict of params logged at the start (values shown as str).
         tags: dict of run tags.
         logdir: the run directory: the default store and `config.gin`.
-        fps: frame rate of the video GIFs.
+        fps: frame rate of the videos.
+        video_format: "auto" (MP4 when PyAV is installed, else GIF), "mp4"
+            or "gif" (see `kd.logger.video`).
         timeout: seconds a tracking server may take to answer.
         pattern: optional regex (`re.search`) selecting the keys to log.
         parallel: write on a worker thread (default) or in the caller.
@@ -98,6 +103,7 @@ class MLflowOutput(AsyncOutput):
         tags=None,
         logdir=None,
         fps=15,
+        video_format="auto",
         timeout=10.0,
         pattern=None,
         parallel=True,
@@ -112,6 +118,7 @@ class MLflowOutput(AsyncOutput):
         self.tracking_uri = _resolve_uri(tracking_uri, logdir)
         self._timeout = float(timeout)
         self._fps = fps
+        self._video_format = video.resolve_format(video_format)
         _check_reachable(self.tracking_uri, self._timeout)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         experiment = experiment or os.environ.get(
@@ -178,7 +185,7 @@ class MLflowOutput(AsyncOutput):
 
     def _log_media(self, name, step, value, kind):
         if kind == "video":
-            data, suffix = media.gif_bytes(value, self._fps), ".gif"
+            data, suffix = video.video_bytes(value, self._fps, self._video_format)
         else:
             data, suffix = media.encode_png(media.to_uint8(value)), ".png"
         self._tmpdir = self._tmpdir or tempfile.mkdtemp(prefix="keras_dreamer_mlflow_")
