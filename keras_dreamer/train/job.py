@@ -28,6 +28,7 @@ from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import TensorBoardOutput
 from keras_dreamer.logger.outputs import TerminalOutput
 from keras_dreamer.train import progress
+from keras_dreamer.train import signals
 from keras_dreamer.train.errors import ConfigError
 from keras_dreamer.train.factories import env_factory
 from keras_dreamer.train.factories import make_agent
@@ -238,7 +239,7 @@ def train(
         # Anything that fails before the first step is a configuration problem.
         raise ConfigError(f"{type(error).__name__}: {error}") from error
     model, collector = run.model, run.collector
-    callbacks = [_SummaryLogs()]
+    callbacks = [_SummaryLogs(), StopOnSignal()]
     if not chief:  # the others never touch the logdir; their episode stats go
         callbacks.append(DrainMetrics(collector))
     else:
@@ -280,6 +281,7 @@ def train(
             shuffle=False,
         )
     finally:
+        collector.stop()
         collector.close()
         if evaluator is not None:
             evaluator.close()
@@ -374,6 +376,32 @@ def _outputs(names, logdir, terminal_pattern, start_step):
                 output.close()
             raise ConfigError(f"output {name!r}: {error}") from error
     return built
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Stops `fit` at the next step boundary after SIGINT or SIGTERM.
+
+    The command's handlers (`keras_dreamer.train.signals`) raise
+    `KeyboardInterrupt` where the signal lands; this raises it again at the
+    end of the step if it was swallowed there, and, when `fit` unwinds,
+    acknowledges it first (it is closed before the callbacks that write), so
+    no repeat cuts their last writes.
+
+    Examples:
+        >>> StopOnSignal().on_train_batch_end(0)  # no signal: nothing happens
+    """
+
+    close_on_interrupt = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        signals.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        signals.check()
+
+    def close(self):
+        """Acknowledges the signal: `fit` is unwinding."""
+        signals.acknowledge()
 
 
 class _SummaryLogs(keras.callbacks.Callback):
