@@ -264,6 +264,23 @@ def device_memory():
     return metrics
 
 
+def wait_for_devices():
+    """Waits until every computation dispatched to this process's devices ended.
+
+    JAX dispatches asynchronously: a train step interrupted by Ctrl-C may
+    still run on the device's threads; the process must not exit (and tear
+    the runtime down) under it.
+
+    Examples:
+        >>> wait_for_devices()
+    """
+    for array in jax.live_arrays():
+        try:
+            array.block_until_ready()
+        except Exception:  # a deleted or failed array: nothing runs for it
+            pass
+
+
 # --------------------------------------------------------------- compiling
 
 

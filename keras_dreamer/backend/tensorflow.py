@@ -240,6 +240,17 @@ def device_memory():
     return metrics
 
 
+def wait_for_devices():
+    """Waits until every op dispatched asynchronously has ended.
+
+    Examples:
+        >>> wait_for_devices()
+    """
+    from tensorflow.python.eager import context
+
+    context.async_wait()
+
+
 # --------------------------------------------------------------- compiling
 
 

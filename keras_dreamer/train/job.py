@@ -21,6 +21,7 @@ import time
 import gin
 import keras
 
+from keras_dreamer import backend
 from keras_dreamer import checkpoint
 from keras_dreamer import distribute
 from keras_dreamer.callbacks import DreamerReportCallback
@@ -103,7 +104,10 @@ def train(
         batch_size: sequences per batch (B).
         batch_length: steps per sequence (T).
         train_ratio: replayed steps per env step (DreamerV3's `train_ratio`).
-        replay_capacity: replay size in steps.
+        replay_capacity: replay size in steps, or in bytes as a string
+            ("8GB", "512MiB"). A full replay that would not fit in 80% of
+            the available memory is refused before anything is trained
+            (`run.replay_capacity`).
         prefill: env steps collected before training (default: one batch).
         steps_per_epoch: train steps per Keras epoch (one progress bar);
             must divide `steps` and `save_every`.
@@ -286,6 +290,8 @@ def train(
         if evaluator is not None:
             evaluator.close()
         restore_distribution(previous)
+        # An interrupted step may still run on the devices' threads.
+        backend.wait_for_devices()
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = {
         "step": step,
