@@ -7,6 +7,7 @@ has set `KERAS_BACKEND`.
 """
 
 import argparse
+import gc
 import importlib.util
 import logging
 import os
@@ -233,7 +234,11 @@ def run(args):
                 "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",
                 file=sys.stderr,
             )
-            return interrupts.exit_code()
+        # The interrupted run's frames (now released) and their cycles hold
+        # the backend's arrays: free them while its runtime is alive, not
+        # during interpreter shutdown after it was torn down.
+        gc.collect()
+        return interrupts.exit_code()
 
 
 def _run(args):
