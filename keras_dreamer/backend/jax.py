@@ -38,6 +38,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "wait_for_devices",
     "distributed_initialized",
     "distribution_set",
     "keras_compiler_options",
