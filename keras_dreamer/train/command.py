@@ -7,7 +7,6 @@ has set `KERAS_BACKEND`.
 """
 
 import argparse
-import gc
 import importlib.util
 import logging
 import os
@@ -234,10 +233,7 @@ def run(args):
                 "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",
                 file=sys.stderr,
             )
-        # The interrupted run's frames (now released) and their cycles hold
-        # the backend's arrays: free them while its runtime is alive, not
-        # during interpreter shutdown after it was torn down.
-        gc.collect()
+        signals.exit_after_cleanup(interrupts.exit_code())
         return interrupts.exit_code()
 
 

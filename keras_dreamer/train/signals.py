@@ -14,8 +14,11 @@ unwinding (`acknowledge()`), a watcher thread delivers it again every
 `REPEAT_SECONDS`; `check()` also raises it at every step boundary.
 """
 
+import atexit
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 # The exit codes of a command stopped by a signal: 128 + the signal number,
@@ -23,6 +26,7 @@ import threading
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _installed = []
 REPEAT_SECONDS = 1.0
+_exit_code = []
 
 
 class Interrupts:
@@ -126,3 +130,34 @@ def acknowledge():
     """
     for interrupts in _installed:
         interrupts.acknowledge()
+
+
+def exit_after_cleanup(code):
+    """Ends the process with `code` once the exit handlers ran, skipping teardown.
+
+    For a run stopped by a signal, after it unwound: its logs are written
+    and closed, its env processes stopped, its checkpoint untouched. JAX's
+    runtime can crash (SIGSEGV) while the interpreter tears its modules down
+    after an interrupted step; this handler, registered when this module is
+    imported (before the backends register theirs, so it runs after them),
+    flushes stdout and stderr and exits with `code` instead.
+
+    Args:
+        code: the exit code (`Interrupts.exit_code()`).
+
+    Examples:
+        >>> _exit_code.clear()  # what a run that was not interrupted has
+    """
+    _exit_code[:] = [int(code)]
+
+
+@atexit.register
+def _exit_if_interrupted():
+    if not _exit_code:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(_exit_code[0])
