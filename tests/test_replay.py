@@ -272,6 +272,7 @@ def test_stats_report_size_episodes_memory():
     assert replay.stats() == {
         "replay/size": 0,
         "replay/episodes": 0,
+        "replay/bytes": 0,
         "replay/memory_gb": 0.0,
     }
     fill(replay, [4, 6, 5])
@@ -279,3 +280,4 @@ def test_stats_report_size_episodes_memory():
     assert stats["replay/size"] == 15 and stats["replay/episodes"] == 3
     per_step = 4 * 4 * 3 + 3 * 4 + 4 + 3 + 8  # image, action, reward, flags, id
     assert stats["replay/memory_gb"] == pytest.approx(2 * 10 * per_step / 1e9)
+    assert stats["replay/bytes"] == 2 * 10 * per_step

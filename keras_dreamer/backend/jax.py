@@ -38,6 +38,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "wait_for_devices",
     "distributed_initialized",
     "distribution_set",
     "keras_compiler_options",
@@ -262,6 +263,23 @@ def device_memory():
                     stats["bytes_in_use"] / stats["bytes_limit"]
                 )
     return metrics
+
+
+def wait_for_devices():
+    """Waits until every computation dispatched to this process's devices ended.
+
+    JAX dispatches asynchronously: a train step interrupted by Ctrl-C may
+    still run on the device's threads; the process must not exit (and tear
+    the runtime down) under it.
+
+    Examples:
+        >>> wait_for_devices()
+    """
+    for array in jax.live_arrays():
+        try:
+            array.block_until_ready()
+        except Exception:  # a deleted or failed array: nothing runs for it
+            pass
 
 
 # --------------------------------------------------------------- compiling

@@ -32,6 +32,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "wait_for_devices",
     "distributed_initialized",
     "distribution_set",
     "keras_compiler_options",
@@ -238,6 +239,17 @@ def device_memory():
         metrics[f"device{index}_mem_gb"] = info["current"] / gib
         metrics[f"device{index}_mem_peak_gb"] = info["peak"] / gib
     return metrics
+
+
+def wait_for_devices():
+    """Waits until every op dispatched asynchronously has ended.
+
+    Examples:
+        >>> wait_for_devices()
+    """
+    from tensorflow.python.eager import context
+
+    context.async_wait()
 
 
 # --------------------------------------------------------------- compiling

@@ -9,6 +9,7 @@ Examples:
 """
 
 from keras_dreamer.data.collect import Collector
+from keras_dreamer.data.collect import CollectorStopped
 from keras_dreamer.data.collect import RandomPolicy
 from keras_dreamer.data.dataset import ArraySpec
 from keras_dreamer.data.dataset import OfflineDataset
@@ -21,6 +22,7 @@ from keras_dreamer.data.replay_files import CorruptReplayError
 __all__ = [
     "ArraySpec",
     "Collector",
+    "CollectorStopped",
     "CorruptReplayError",
     "Evaluator",
     "OfflineDataset",

@@ -2,6 +2,7 @@
 
 import fractions
 import math
+import threading
 import time
 
 import numpy as np
@@ -53,6 +54,21 @@ class RandomPolicy:
     def set_state(self, state):
         """Restores a state from `get_state`, e.g. when resuming a run."""
         self._rng.bit_generator.state = state
+
+
+class CollectorStopped(RuntimeError):
+    """Raised by a `Collector` asked for a batch after `stop()`.
+
+    Examples:
+        >>> import keras_dreamer as kd
+        >>> collector = kd.data.Collector("default", batch_size=2, batch_length=8)
+        >>> collector.stop()
+        >>> try:
+        ...     collector[0]
+        ... except CollectorStopped as error:
+        ...     print(error)
+        the collector was stopped (fit has ended)
+    """
 
 
 class Collector(ReplayDataset):
@@ -192,6 +208,36 @@ class Collector(ReplayDataset):
         self._image_keys = [k for k, s in self.obs_space.items() if s.is_image]
         self._frames = {key: [] for key in self._image_keys}
         self._video = None
+        self._stopped = threading.Event()
+
+    def stop(self, timeout=10.0):
+        """Stops collecting: for the end of `fit`, normal or interrupted.
+
+        A batch being collected (on TensorFlow, in a tf.data thread) stops
+        after its current env step, and every later request raises
+        `CollectorStopped` at once, so no data thread is left stepping envs
+        while `fit`'s iterator is torn down. Waits up to `timeout` seconds
+        for the batch in progress to end. The collector can still be read
+        (`drain_metrics`, `episode_video`) and closed.
+
+        Args:
+            timeout: seconds to wait for a batch in progress.
+
+        Examples:
+            >>> import keras_dreamer as kd
+            >>> collector = kd.data.Collector("default", batch_size=2, batch_length=8)
+            >>> collector.stop()
+            >>> collector.stopped
+            True
+        """
+        self._stopped.set()
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+
+    @property
+    def stopped(self):
+        """Whether `stop()` was called."""
+        return self._stopped.is_set()
 
     def episode_video(self):
         """The frames of the latest finished episode of env 0.
@@ -230,7 +276,8 @@ class Collector(ReplayDataset):
             finished), `episode/<log key>` (the mean of each `log/` key at the
             end of those episodes), `episode/count`, `fps/env` (env steps per
             second since the last call), `env/steps` (total), and the
-            replay's `replay/size`, `replay/episodes`, `replay/memory_gb`.
+            replay's `replay/size`, `replay/episodes`, `replay/bytes`,
+            `replay/memory_gb`.
             An episode's length counts its obs, including the first.
         """
         with self._lock:
@@ -262,6 +309,7 @@ class Collector(ReplayDataset):
         self._batch.close()
 
     def _next_batch(self):
+        self._check_stopped()
         self.prefill_replay()
         self._credit += self._steps_per_batch
         rounds = int(self._credit // len(self.envs))
@@ -285,7 +333,12 @@ class Collector(ReplayDataset):
                 self._step_envs()
             self._prefilled = True
 
+    def _check_stopped(self):
+        if self._stopped.is_set():
+            raise CollectorStopped("the collector was stopped (fit has ended)")
+
     def _step_envs(self):
+        self._check_stopped()
         if self._drained_time is None:
             self._drained_time = time.perf_counter()
         if self._obs[0] is None:

@@ -238,11 +238,13 @@ class Replay:
 
         Returns:
             `{"replay/size": steps held, "replay/episodes": episode starts
-            held, "replay/memory_gb": bytes of the allocated chunks / 1e9}`.
+            held, "replay/bytes": bytes of the allocated chunks,
+            "replay/memory_gb": the same / 1e9}`.
         """
         return {
             "replay/size": self._size,
             "replay/episodes": self._episodes,
+            "replay/bytes": self._nbytes,
             "replay/memory_gb": self._nbytes / 1e9,
         }
 

@@ -14,6 +14,7 @@ import sys
 import traceback
 
 from keras_dreamer.train import quiet
+from keras_dreamer.train import signals
 
 BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow"}
 GIN_DIR = os.path.join(
@@ -205,7 +206,8 @@ def run(args):
         args: the `argparse.Namespace` of a parser set up by `add_arguments`.
 
     Returns:
-        The exit code: 0 success, 1 training failure, 130 interrupted.
+        The exit code: 0 success, 1 training failure, 130 interrupted
+        (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 
     Raises:
         UsageError: bad usage or configuration.
@@ -221,6 +223,22 @@ def run(args):
         ...     print(str(error).split(" (")[0])
         gin file 'no.gin' not found
     """
+    interrupts = signals.Interrupts()
+    with interrupts.installed():
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            interrupts.acknowledge()
+            print(
+                "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",
+                file=sys.stderr,
+            )
+        signals.exit_after_cleanup(interrupts.exit_code())
+        return interrupts.exit_code()
+
+
+def _run(args):
+    """`run` with the signal handlers installed."""
     select_backend(args.backend)
     verbose = bool(getattr(args, "verbose", False))
     if not verbose:
@@ -264,12 +282,6 @@ def _train(args, files, devices):
         result = job.train(logdir=args.logdir)
     except job.ConfigError as error:
         raise UsageError(_first_line(error)) from None
-    except KeyboardInterrupt:
-        print(
-            "\nkeras-dreamer train: interrupted; the last checkpoint is kept.",
-            file=sys.stderr,
-        )
-        return 130
     except Exception:
         traceback.print_exc()
         print(

@@ -21,6 +21,7 @@ import time
 import gin
 import keras
 
+from keras_dreamer import backend
 from keras_dreamer import checkpoint
 from keras_dreamer import distribute
 from keras_dreamer.callbacks import DreamerReportCallback
@@ -30,6 +31,7 @@ from keras_dreamer.logger.outputs import TerminalOutput
 from keras_dreamer.logger.outputs import WandBOutput
 from keras_dreamer.logger.outputs.wandb import logdir_run_id
 from keras_dreamer.train import progress
+from keras_dreamer.train import signals
 from keras_dreamer.train.errors import ConfigError
 from keras_dreamer.train.factories import env_factory
 from keras_dreamer.train.factories import make_agent
@@ -104,7 +106,10 @@ def train(
         batch_size: sequences per batch (B).
         batch_length: steps per sequence (T).
         train_ratio: replayed steps per env step (DreamerV3's `train_ratio`).
-        replay_capacity: replay size in steps.
+        replay_capacity: replay size in steps, or in bytes as a string
+            ("8GB", "512MiB"). A full replay that would not fit in 80% of
+            the available memory is refused before anything is trained
+            (`run.replay_capacity`).
         prefill: env steps collected before training (default: one batch).
         steps_per_epoch: train steps per Keras epoch (one progress bar);
             must divide `steps` and `save_every`.
@@ -240,7 +245,7 @@ def train(
         # Anything that fails before the first step is a configuration problem.
         raise ConfigError(f"{type(error).__name__}: {error}") from error
     model, collector = run.model, run.collector
-    callbacks = [_SummaryLogs()]
+    callbacks = [_SummaryLogs(), StopOnSignal()]
     if not chief:  # the others never touch the logdir; their episode stats go
         callbacks.append(DrainMetrics(collector))
     else:
@@ -282,10 +287,13 @@ def train(
             shuffle=False,
         )
     finally:
+        collector.stop()
         collector.close()
         if evaluator is not None:
             evaluator.close()
         restore_distribution(previous)
+        # An interrupted step may still run on the devices' threads.
+        backend.wait_for_devices()
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     result = {
         "step": step,
@@ -386,6 +394,32 @@ def _outputs(names, logdir, terminal_pattern, start_step, resumed):
                 output.close()
             raise ConfigError(f"output {name!r}: {error}") from error
     return built
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Stops `fit` at the next step boundary after SIGINT or SIGTERM.
+
+    The command's handlers (`keras_dreamer.train.signals`) raise
+    `KeyboardInterrupt` where the signal lands; this raises it again at the
+    end of the step if it was swallowed there, and, when `fit` unwinds,
+    acknowledges it first (it is closed before the callbacks that write), so
+    no repeat cuts their last writes.
+
+    Examples:
+        >>> StopOnSignal().on_train_batch_end(0)  # no signal: nothing happens
+    """
+
+    close_on_interrupt = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        signals.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        signals.check()
+
+    def close(self):
+        """Acknowledges the signal: `fit` is unwinding."""
+        signals.acknowledge()
 
 
 class _SummaryLogs(keras.callbacks.Callback):

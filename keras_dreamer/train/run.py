@@ -19,6 +19,7 @@ from keras_dreamer.data import Collector
 from keras_dreamer.data import Evaluator
 from keras_dreamer.data import RandomPolicy
 from keras_dreamer.data import Replay
+from keras_dreamer.data import memory
 from keras_dreamer.train.errors import ConfigError
 from keras_dreamer.train.factories import env_factory
 from keras_dreamer.train.factories import make_agent
@@ -43,7 +44,8 @@ class RunConfig:
         batch_size: sequences per global batch.
         batch_length: steps per sequence.
         train_ratio: replayed steps per env step.
-        replay_capacity: replay size in steps.
+        replay_capacity: replay size in steps, or in bytes as a string
+            ("8GB", "512MiB"; see `kd.data.memory.parse_bytes`).
         prefill: env steps collected before training (None: one batch).
         jit_compile: `Model.compile(jit_compile=...)`.
         agent: train an agent (else a world model on a random policy).
@@ -60,7 +62,7 @@ class RunConfig:
     batch_size: int = 16
     batch_length: int = 64
     train_ratio: float = 32.0
-    replay_capacity: int = 1_000_000
+    replay_capacity: object = 1_000_000
     prefill: int = None
     jit_compile: object = "auto"
     agent: bool = True
@@ -199,7 +201,12 @@ def _build(logdir, config, start):
     seed = distribute.process_seed(config.seed)
     keras.utils.set_random_seed(config.seed + start.step)
     env = make_env(seed=seed)
-    replay = Replay(config.replay_capacity, seed=seed)
+    try:
+        capacity = replay_capacity(config.replay_capacity, env)
+    except BaseException:
+        env.close()
+        raise
+    replay = Replay(capacity, seed=seed)
     if start.path is not None:
         replay.load(os.path.join(logdir, "ckpt", checkpoint.REPLAY_DIR), strict=False)
         check_resumed_spaces(env, start.state, replay.metadata, start.path)
@@ -237,6 +244,48 @@ def _build(logdir, config, start):
         collector.close()
         raise
     return run, restored
+
+
+def replay_capacity(capacity, env, available=None):
+    """The replay capacity in steps, checked to fit in memory.
+
+    Args:
+        capacity: `train.replay_capacity`: steps (an int) or bytes (a
+            string such as "8GB").
+        env: the training env (its spaces give the bytes per step).
+        available: the available memory in bytes; by default
+            `kd.data.memory.available_memory()`.
+
+    Returns:
+        The capacity in steps.
+
+    Raises:
+        ConfigError: one line: a string that does not parse, or a full
+            replay that does not fit (with the capacity that fits).
+
+    Examples:
+        >>> from keras_dreamer import envs
+        >>> env = envs.make("default", size=16)
+        >>> replay_capacity("1MB", env)
+        1257
+        >>> replay_capacity(10**12, env)
+        Traceback (most recent call last):
+        ...
+        keras_dreamer.train.errors.ConfigError: a full replay of 1,000,000,000,000 steps x 795 bytes = 795 TB does not fit ...
+    """  # noqa: E501
+    per_step = memory.step_bytes(env.obs_space, env.act_space)
+    try:
+        steps = memory.capacity_steps(capacity, per_step)
+        memory.check_fits(
+            steps,
+            per_step,
+            memory.available_memory() if available is None else available,
+        )
+    except ValueError as error:
+        raise ConfigError(f"train.replay_capacity: {error}") from None
+    except MemoryError as error:
+        raise ConfigError(str(error)) from None
+    return steps
 
 
 def _build_model(logdir, config, start, env, run, seed):
