@@ -383,7 +383,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         With replay context (`latent/deter` and `latent/stoch`), both latents
         must be there with the RSSM's sizes, and T counts the context step.
         """
-        context = [k for k in LATENT_KEYS if k in batch]
+        context = [k for k in LATENT_KEYS if isinstance(batch, dict) and k in batch]
         lead = check_batch(
             batch,
             self.obs_spaces,

@@ -352,7 +352,8 @@ def test_sigterm_to_the_train_command_leaves_no_env_process(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGTERM
+    # The command exits with 128 + SIGTERM after its cleanup (docs/troubleshooting.md).
+    assert proc.returncode == 128 + signal.SIGTERM
     assert_gone([p.pid for p in workers + descendants])
 
 
