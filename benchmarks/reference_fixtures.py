@@ -640,11 +640,7 @@ def checkpoint(src, out_dir):
     config = elements.Config(
         yaml.YAML(typ="safe").load((target / "config.yaml").read_text())
     )
-    config = config.update(
-        {"logdir": tempfile.mkdtemp(), "jax.precompile": False}
-        if "precompile" in config.jax
-        else {"logdir": tempfile.mkdtemp()}
-    )
+    config = config.update({"logdir": tempfile.mkdtemp()})
     outer = main_module.make_agent(config)
     _allow_transfers()
     with open(target / "ckpt" / latest / "agent.pkl", "rb") as file:
@@ -657,17 +653,12 @@ def checkpoint(src, out_dir):
     }
     acting["is_first"][:, 0] = True
     acting["is_first"][1, 3] = True
-    values = _acting_named(outer.model, state, acting)
+    values = _acting(outer.model, state, acting)
     for key, value in acting.items():
         values[f"acting/obs/{key}"] = value
     path = pathlib.Path(out_dir, "reference_checkpoint_acting.npz")
     np.savez_compressed(path, **values)
     print(f"wrote {path}")
-
-
-def _acting_named(model, state, acting):
-    RECORD.active = False
-    return _acting(model, state, acting)
 
 
 def main():

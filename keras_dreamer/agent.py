@@ -246,7 +246,6 @@ class Agent(fitting.DreamerTraining, keras.Model):
         if update:
             self.critic.update_slow()
         values = self.world_model.loss_metrics(batch, outputs)
-        _, batch = self.world_model.split_context(batch)
         imagination = None
         if "action" in noise or "latent" in noise:
             imagination = {k: noise[k] for k in ("action", "latent")}
