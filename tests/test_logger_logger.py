@@ -15,6 +15,8 @@ from keras_dreamer.logger.outputs import AsyncOutput
 from keras_dreamer.logger.outputs import CallableOutput
 from tests.helpers import require
 
+pytestmark = pytest.mark.backend_independent
+
 
 class Counter:
     """A step counter object, like the training loop's."""
