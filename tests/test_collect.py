@@ -197,7 +197,6 @@ def test_collector_feeds_fit(backend):
     assert metrics["env/steps"] == collector.env_steps
 
 
-@pytest.mark.backend_independent
 def test_offline_dataset_from_saved_collector_replay(tmp_path):
     collector = Collector(
         catch(), replay=Replay(600), batch_size=2, batch_length=8, seed=0
