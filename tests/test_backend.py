@@ -44,6 +44,7 @@ def test_the_package_exports_the_running_backends_names():
         assert getattr(backend, name) is getattr(module, name), name
 
 
+@pytest.mark.backend_independent
 def test_every_backend_module_defines_the_same_names():
     names = {}
     for name in backend.SUPPORTED:
@@ -60,6 +61,7 @@ def test_every_backend_module_defines_the_same_names():
         assert listed == first, f"{name} differs from {backend.name()}"
 
 
+@pytest.mark.backend_independent
 def test_only_the_backend_package_asks_which_backend_runs():
     askers = []
     for path in sources(PACKAGE):
@@ -71,6 +73,7 @@ def test_only_the_backend_package_asks_which_backend_runs():
     assert not askers, askers
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("path", list(sources(BACKEND_DIR)))
 def test_no_backend_module_imports_another_backends_library(path):
     stem = os.path.basename(path)[:-3].split("_")[0]
@@ -79,6 +82,7 @@ def test_no_backend_module_imports_another_backends_library(path):
     assert not foreign & set(imported_roots(path)), path
 
 
+@pytest.mark.backend_independent
 def test_an_unsupported_backend_is_named_in_the_error(tmp_path):
     from tests.helpers import run_python
 

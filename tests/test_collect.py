@@ -16,6 +16,7 @@ def catch(seed=0, **kwargs):
     return Catch(size=16, seed=seed, **kwargs)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "envs, train_ratio, per_batch",
     [(1, 4, 8.0), (1, 3, 32 / 3), (3, 5, 32 / 5), (2, 64, 0.5)],
@@ -40,6 +41,7 @@ def test_train_ratio_accounting(envs, train_ratio, per_batch):
     assert len(collector.replay) == collector.env_steps
 
 
+@pytest.mark.backend_independent
 def test_resumed_replay_needs_no_prefill(tmp_path):
     first = Collector(catch(), replay=Replay(500), batch_size=2, batch_length=8)
     first[0]
@@ -53,6 +55,7 @@ def test_resumed_replay_needs_no_prefill(tmp_path):
     assert len(replay) == len(first.replay) + 1
 
 
+@pytest.mark.backend_independent
 def test_batches_follow_the_batch_format():
     collector = Collector(
         catch(), replay=Replay(500), batch_size=3, batch_length=10, seed=0
@@ -79,6 +82,7 @@ def ball_side(obs):
     return np.where(weight == 0, 0, np.where(mean < images.shape[2] / 2, 1, 2))
 
 
+@pytest.mark.backend_independent
 def test_replay_pairs_each_obs_with_the_action_taken_at_it():
     collector = Collector(
         [catch(0), catch(1)],
@@ -92,6 +96,7 @@ def test_replay_pairs_each_obs_with_the_action_taken_at_it():
     np.testing.assert_array_equal(batch["action"].argmax(-1), chosen)
 
 
+@pytest.mark.backend_independent
 def test_deterministic_given_a_seed():
     batches = [
         Collector(catch(seed=None), batch_size=2, batch_length=8, seed=5)[0]
@@ -101,6 +106,7 @@ def test_deterministic_given_a_seed():
         np.testing.assert_array_equal(batches[0][key], batches[1][key])
 
 
+@pytest.mark.backend_independent
 def test_drain_metrics_counts_episodes():
     collector = Collector(
         catch(lives=1),
@@ -128,6 +134,7 @@ def test_drain_metrics_counts_episodes():
     assert again["env/steps"] == metrics["env/steps"]
 
 
+@pytest.mark.backend_independent
 def test_log_keys_are_reported_per_episode_not_stored():
     class Logged(Catch):
         def _observe(self):
@@ -210,6 +217,7 @@ def test_offline_dataset_from_saved_collector_replay(tmp_path):
         OfflineDataset(tmp_path, batch_size=3, batch_length=5000)
 
 
+@pytest.mark.backend_independent
 def test_offline_dataset_infers_spaces_without_metadata(tmp_path):
     replay = Replay(100)
     for t in range(20):
@@ -229,6 +237,7 @@ def test_offline_dataset_infers_spaces_without_metadata(tmp_path):
     assert data.obs_space["image"].is_image
 
 
+@pytest.mark.backend_independent
 def test_bad_input_errors():
     with pytest.raises(
         ValueError, match="capacity 20 is smaller than one sequence per env"
@@ -254,6 +263,7 @@ def test_bad_input_errors():
         wrong_shape[0]
 
 
+@pytest.mark.backend_independent
 def test_env_names():
     collector = Collector("default", replay=Replay(200), batch_size=2, batch_length=4)
     assert collector[0]["image"].shape == (2, 4, 64, 64, 3)
@@ -283,6 +293,7 @@ class Drift(kd.envs.Env):
         return {"image": image}
 
 
+@pytest.mark.backend_independent
 def test_box_actions_in_batch_format():
     policy = kd.data.RandomPolicy(kd.Box((2, 2), -1, 1), seed=0)
     assert policy({"is_first": np.zeros(5, bool)}).shape == (5, 4)

@@ -99,6 +99,7 @@ def check_ran(result, what):
     )
 
 
+@pytest.mark.backend_independent
 def test_site_builds_strictly(tmp_path):
     result = subprocess.run(
         [
@@ -142,6 +143,7 @@ def test_page_code_runs(page, tmp_path):
     check_ran(run_blocks(os.path.join(DOCS, page), tmp_path), f"docs/{page}")
 
 
+@pytest.mark.backend_independent
 def test_the_pages_users_start_from_have_code():
     # The quick start, the custom-sink page and the environments page must
     # keep runnable examples (and so stay in the parametrization above).
@@ -210,6 +212,7 @@ def configuration():
         return file.read()
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "name", ["train", "make_env", "make_world_model", "make_agent", "make_optimizer"]
 )
@@ -241,6 +244,7 @@ def test_configuration_lists_every_parameter_and_default(configuration, name):
             assert same(value, parameter.default), (where, value, parameter.default)
 
 
+@pytest.mark.backend_independent
 def test_configuration_lists_every_hyperparameter(configuration):
     from keras_dreamer import presets
 
@@ -254,6 +258,7 @@ def test_configuration_lists_every_hyperparameter(configuration):
         assert same(value, default), (key, value, default)
 
 
+@pytest.mark.backend_independent
 def test_configuration_lists_every_agent_hyperparameter(configuration):
     from keras_dreamer import presets
 
@@ -267,6 +272,7 @@ def test_configuration_lists_every_agent_hyperparameter(configuration):
         assert same(value, default), (key, value, default)
 
 
+@pytest.mark.backend_independent
 def test_configuration_lists_every_packaged_gin_file(configuration):
     from keras_dreamer.train.command import GIN_DIR
 

@@ -97,6 +97,7 @@ def test_docstring_examples_run(name):
     assert results.failed == 0, "".join(report)
 
 
+@pytest.mark.backend_independent
 def test_no_example_is_skipped():
     skipped = []
     for name in MODULES:
@@ -130,6 +131,7 @@ def takes_arguments(value):
     return any(p not in ("self", "cls") for p in parameters)
 
 
+@pytest.mark.backend_independent
 def test_every_public_class_and_function_has_an_example():
     missing = [
         qualname
@@ -139,6 +141,7 @@ def test_every_public_class_and_function_has_an_example():
     assert not missing, "no Examples section: " + ", ".join(missing)
 
 
+@pytest.mark.backend_independent
 def test_documented_parameters():
     """Every public function (and class constructor) with parameters has Args."""
     missing = [
@@ -149,6 +152,7 @@ def test_documented_parameters():
     assert not missing, "no Args section: " + ", ".join(missing)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("package", API_PACKAGES)
 def test_public_api_names_are_documented(package):
     module = importlib.import_module(package)
@@ -168,6 +172,7 @@ def test_public_api_names_are_documented(package):
     assert not missing, "undocumented public names: " + ", ".join(missing)
 
 
+@pytest.mark.backend_independent
 def test_modules_are_found():
     # A packaging change must not silently drop modules from the doctests.
     package = os.path.dirname(keras_dreamer.__file__)

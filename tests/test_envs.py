@@ -13,6 +13,8 @@ from keras_dreamer.envs import check_obs
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete
 
+pytestmark = pytest.mark.backend_independent
+
 
 def rollout(env, actions, seed=None):
     obs = [env.reset(seed=seed)]

@@ -8,6 +8,8 @@ import keras_dreamer as kd
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete
 
+pytestmark = pytest.mark.backend_independent
+
 
 def check_contract(obs, env):
     keys = {key for key in obs if not key.startswith("log/")}

@@ -8,6 +8,8 @@ from keras_dreamer.spaces import Box
 from tests.helpers import require
 from tests.helpers import run_python
 
+pytestmark = pytest.mark.backend_independent
+
 require("dm_control", reason="the dmc extra is not installed")
 
 

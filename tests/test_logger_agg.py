@@ -7,6 +7,8 @@ import pytest
 
 from keras_dreamer.logger import Agg
 
+pytestmark = pytest.mark.backend_independent
+
 NAN = float("nan")
 
 

@@ -16,6 +16,8 @@ from keras_dreamer.logger import make_output
 from keras_dreamer.logger import truncate_jsonl
 from keras_dreamer.logger.outputs import JSONLOutput
 
+pytestmark = pytest.mark.backend_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -26,6 +26,7 @@ class Counter:
         return self.value
 
 
+@pytest.mark.backend_independent
 def test_step_is_read_at_add_time_and_multiplied():
     rows = []
     counter = Counter()
@@ -40,6 +41,7 @@ def test_step_is_read_at_add_time_and_multiplied():
     assert len(rows) == 2
 
 
+@pytest.mark.backend_independent
 def test_every_output_gets_the_same_summaries_tuple():
     seen = []
     logger = Logger(1, [seen.append, seen.append])
@@ -48,6 +50,7 @@ def test_every_output_gets_the_same_summaries_tuple():
     assert len(seen) == 2 and seen[0] is seen[1] and isinstance(seen[0], tuple)
 
 
+@pytest.mark.backend_independent
 def test_values_reach_outputs_as_numpy_and_are_copied():
     rows = []
     logger = Logger(0, [rows.extend])
@@ -81,6 +84,7 @@ def test_arrays_of_the_active_backend_are_accepted(backend):
     assert isinstance(video, np.ndarray) and video.dtype == np.float32
 
 
+@pytest.mark.backend_independent
 def test_helpers_check_the_rank():
     rows = []
     logger = Logger(0, [rows.extend])
@@ -104,6 +108,7 @@ def test_helpers_check_the_rank():
     assert [name for _, name, _ in rows] == ["s", "v", "gray", "rgb", "video", "text"]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "key, match",
     [
@@ -124,6 +129,7 @@ def test_bad_keys_raise_at_add(key, match):
         logger.add({key: 1.0})
 
 
+@pytest.mark.backend_independent
 def test_keys_use_the_documented_character_set():
     rows = []
     logger = Logger(0, [rows.extend])
@@ -133,6 +139,7 @@ def test_keys_use_the_documented_character_set():
     assert [name for _, name, _ in rows] == keys
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "value, error, match",
     [
@@ -155,6 +162,7 @@ def test_bad_values_raise_at_add_naming_the_key(value, error, match):
     logger.write()  # nothing of the failed add was buffered
 
 
+@pytest.mark.backend_independent
 def test_bad_steps_and_arguments():
     with pytest.raises(TypeError, match="step 'abc'"):
         Logger("abc", []).add({"x": 1.0})
@@ -179,6 +187,7 @@ class Broken:
         raise ConnectionError("network is down")
 
 
+@pytest.mark.backend_independent
 def test_a_raising_sink_never_stops_the_others(tmp_path):
     broken = Broken()
     logger = Logger(0, [CallableOutput(broken), make_output("jsonl", tmp_path)])
@@ -211,6 +220,7 @@ class FailingWorker(AsyncOutput):
             raise OSError("disk full")
 
 
+@pytest.mark.backend_independent
 def test_background_errors_surface_on_the_next_write_or_close():
     output = FailingWorker()
     rows = []
@@ -226,6 +236,7 @@ def test_background_errors_surface_on_the_next_write_or_close():
     assert logger.failures == {"FailingWorker": 2}  # writes 2 and 3
 
 
+@pytest.mark.backend_independent
 def test_strict_raises_after_every_output_got_the_write():
     rows = []
     logger = Logger(0, [Broken(), rows.extend], strict=True)
@@ -259,6 +270,7 @@ class SlowSink(AsyncOutput):
         self.active -= 1
 
 
+@pytest.mark.backend_independent
 def test_write_returns_before_a_slow_output_finishes_and_close_drains():
     sink = SlowSink(0.2)
     logger = Logger(0, [sink])
@@ -271,6 +283,7 @@ def test_write_returns_before_a_slow_output_finishes_and_close_drains():
     assert len(sink.rows) == 1
 
 
+@pytest.mark.backend_independent
 def test_writes_from_several_threads_lose_nothing(tmp_path):
     sink = SlowSink(0.001)
     logger = Logger(0, [sink, make_output("jsonl", tmp_path)])
@@ -298,6 +311,7 @@ def test_writes_from_several_threads_lose_nothing(tmp_path):
     }
 
 
+@pytest.mark.backend_independent
 def test_close_writes_pending_values_and_is_idempotent(tmp_path):
     sink = SlowSink(0.01)
     logger = Logger(0, [sink, make_output("jsonl", tmp_path)])
@@ -316,6 +330,7 @@ def test_close_writes_pending_values_and_is_idempotent(tmp_path):
     logger.write()
 
 
+@pytest.mark.backend_independent
 def test_context_manager_closes():
     sink = SlowSink(0.0)
     with Logger(3, [sink]) as logger:

@@ -10,6 +10,8 @@ from PIL import ImageSequence
 
 from keras_dreamer.logger import media
 
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.mark.parametrize(
     "value, expected",

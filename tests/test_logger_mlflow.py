@@ -22,6 +22,8 @@ from tests.helpers import require
 require("mlflow")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+pytestmark = pytest.mark.backend_independent
+
 CONFIG = """\
 # Parameters for train:
 # ==============================================================================

@@ -16,6 +16,8 @@ from keras_dreamer.logger import make_outputs
 from keras_dreamer.logger import media
 from keras_dreamer.logger import outputs
 
+pytestmark = pytest.mark.backend_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

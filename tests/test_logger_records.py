@@ -7,6 +7,8 @@ import pytest
 from keras_dreamer.logger.outputs import records
 from tests.helpers import require
 
+pytestmark = pytest.mark.backend_independent
+
 reference = require("tensorboard.compat.tensorflow_stub.pywrap_tensorflow")
 
 

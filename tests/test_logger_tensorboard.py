@@ -15,6 +15,8 @@ from keras_dreamer.logger import make_output
 from keras_dreamer.logger.outputs import TensorBoardOutput
 from tests.helpers import read_events
 
+pytestmark = pytest.mark.backend_independent
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,6 +8,8 @@ import pytest
 from keras_dreamer.logger.outputs import TerminalOutput
 from keras_dreamer.logger.outputs import format_value
 
+pytestmark = pytest.mark.backend_independent
+
 # The reference rules: 0 -> "0"; 0.01 < |v| < 1e4 -> two decimals, trailing
 # zeros and "." stripped; otherwise "{:.1e}" with ".0e" -> "e", "+0" -> "",
 # "+" -> "" and "-0" -> "-".

@@ -8,6 +8,8 @@ from keras_dreamer.logger import FPS
 from keras_dreamer.logger import Usage
 from keras_dreamer.logger import usage as usage_module
 
+pytestmark = pytest.mark.backend_independent
+
 
 class FakeClock:
     """A `time.perf_counter` stand-in that only moves when told to."""

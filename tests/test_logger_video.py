@@ -11,6 +11,8 @@ from keras_dreamer.logger.outputs import WandBOutput
 from tests.helpers import decode_video
 from tests.helpers import require
 
+pytestmark = pytest.mark.backend_independent
+
 
 def clip(frames=7, height=15, width=17):
     """Frames of one grey level each, rising; odd sizes on purpose."""

@@ -15,6 +15,8 @@ from keras_dreamer.logger.video import mp4_available
 from tests.helpers import decode_video
 from tests.helpers import require
 
+pytestmark = pytest.mark.backend_independent
+
 require("wandb")
 
 

@@ -87,6 +87,7 @@ def check_episode_kinds(collector, one, max_length):
 # The same episodes as envs in this process.
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("count", [2, 4])
 def test_catch_in_processes_collects_the_in_process_episodes(count):
     serial = collector([kd.envs.make("catch", **CATCH) for _ in range(count)], seed=3)
@@ -110,6 +111,7 @@ def test_catch_in_processes_collects_the_in_process_episodes(count):
     assert_gone(pids)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("count", [2, 4])
 def test_crafter_in_processes_collects_episodes_like_in_process(count):
     require("crafter")
@@ -149,6 +151,7 @@ def assert_no_cut_episode(stream):
     assert stream["is_first"][lasts + 1].all()
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("count, standby", [(1, 1), (2, 2)])
 def test_standbys_start_each_next_episode_and_the_run_repeats(count, standby):
     runs = []
@@ -180,6 +183,7 @@ def test_standbys_start_each_next_episode_and_the_run_repeats(count, standby):
     assert_same_streams(*runs)
 
 
+@pytest.mark.backend_independent
 def test_crafter_with_a_standby_collects_whole_episodes():
     require("crafter")
     with ProcessEnvs("crafter", 2, env_kwargs=CRAFTER, seed=0, standby=2) as envs:
@@ -193,6 +197,7 @@ def test_crafter_with_a_standby_collects_whole_episodes():
         )
 
 
+@pytest.mark.backend_independent
 def test_a_standby_whose_reset_fails_is_restarted_and_no_episode_is_cut():
     factory = functools.partial(FaultyResetCatch, fail_reset=2, **CATCH)
     with ProcessEnvs(factory, 1, seed=0, standby=1) as envs:
@@ -213,6 +218,7 @@ def test_a_standby_whose_reset_fails_is_restarted_and_no_episode_is_cut():
 # Recovery.
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "mode, timeout, message",
     [
@@ -256,6 +262,7 @@ def test_a_failed_env_is_restarted_and_the_replay_keeps_its_steps(
     assert_gone(first_pids)
 
 
+@pytest.mark.backend_independent
 def test_an_env_that_keeps_failing_stops_with_an_error():
     factory = functools.partial(FaultyCatch, fail_after=0, fail_every=1, size=16)
     envs = ProcessEnvs(factory, 2, retries=1)
@@ -272,6 +279,7 @@ def test_an_env_that_keeps_failing_stops_with_an_error():
     assert_gone(pids)
 
 
+@pytest.mark.backend_independent
 def test_bad_arguments_say_what_is_expected():
     with pytest.raises(ValueError, match="count must be an int >= 1"):
         ProcessEnvs("catch", 0)
@@ -404,6 +412,7 @@ def test_an_exception_in_training_leaves_no_env_process(tmp_path):
     assert_gone(pids)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
 def test_a_python_process_stopped_by_a_signal_leaves_no_env_process(signum):
     # SIGINT: KeyboardInterrupt, the interpreter exits and closes the envs.

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.backend_independent
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND = keras.backend.backend()
 PANEL = (450, 320)  # pixels per panel: figsize (4.5, 3.2) inches at 100 dpi

@@ -8,6 +8,8 @@ import pytest
 from keras_dreamer.data import CorruptReplayError
 from keras_dreamer.data import Replay
 
+pytestmark = pytest.mark.backend_independent
+
 
 def make_step(index, first=False, last=False, image_shape=(4, 4, 3)):
     """A step whose reward is its index, so sampled data can be traced back."""

@@ -25,6 +25,7 @@ OBS_SPACE = {
 }
 
 
+@pytest.mark.backend_independent
 def test_step_bytes_is_the_hand_count():
     # image 64*64*3 uint8 + vector 5 float32 + action one-hot 18 float32
     # + reward float32 + is_first, is_last, is_terminal bools + int64 id.
@@ -36,6 +37,7 @@ def test_step_bytes_is_the_hand_count():
     assert memory.step_bytes(OBS_SPACE, Discrete(18), latents) == hand + 4 * 1024
 
 
+@pytest.mark.backend_independent
 def test_step_bytes_matches_what_the_replay_allocates():
     replay = Replay(64, chunk_size=16)
     for t in range(3):
@@ -55,6 +57,7 @@ def test_step_bytes_matches_what_the_replay_allocates():
     assert stats["replay/memory_gb"] == stats["replay/bytes"] / 1e9
 
 
+@pytest.mark.backend_independent
 def test_replay_bytes_is_logged_by_the_collector():
     collector = Collector(Catch(size=16), batch_size=2, batch_length=8, seed=0)
     collector[0]
@@ -64,6 +67,7 @@ def test_replay_bytes_is_logged_by_the_collector():
     assert metrics["replay/bytes"] == chunks * collector.replay.chunk_size * per_step
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "text, expected",
     [
@@ -80,18 +84,21 @@ def test_parse_bytes(text, expected):
     assert memory.parse_bytes(text) == expected
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("text", ["8 gigs", "GB", "-1GB", "1e3MB", ""])
 def test_parse_bytes_refuses_what_does_not_parse(text):
     with pytest.raises(ValueError, match="cannot read .* as a size in bytes"):
         memory.parse_bytes(text)
 
 
+@pytest.mark.backend_independent
 def test_capacity_in_bytes_is_steps_that_fit():
     assert memory.capacity_steps("1MB", 1000) == 1000
     assert memory.capacity_steps("1B", 1000) == 1  # never an empty replay
     assert memory.capacity_steps(5000, 1000) == 5000
 
 
+@pytest.mark.backend_independent
 def test_fit_check_says_what_fits():
     memory.check_fits(1000, 1000, available=10**9)
     with pytest.raises(MemoryError) as error:
@@ -117,6 +124,7 @@ def error_lines(result):
     return [line for line in result.stderr.splitlines() if "keras-dreamer" in line]
 
 
+@pytest.mark.backend_independent
 def test_cli_refuses_a_replay_that_cannot_fit(tmp_path):
     result = train_cli(str(tmp_path), "train.replay_capacity = '10TB'")
     assert result.returncode == 2, result.stderr[-3000:]

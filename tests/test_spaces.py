@@ -7,6 +7,8 @@ from keras_dreamer.spaces import as_act_space
 from keras_dreamer.spaces import as_obs_space
 from keras_dreamer.spaces import space_from_config
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_discrete_encodes_index_and_onehot():
     space = Discrete(3)

@@ -385,6 +385,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path, args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.backend_independent
 def test_bad_logdir_exits_2(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -397,6 +398,7 @@ def test_bad_logdir_exits_2(tmp_path):
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.backend_independent
 def test_missing_backend_names_the_extra(tmp_path):
     other = "tensorflow" if BACKEND == "jax" else "jax"
     code = (
@@ -410,6 +412,7 @@ def test_missing_backend_names_the_extra(tmp_path):
     assert f"pip install 'keras-dreamer[{other}]'" in result.stderr
 
 
+@pytest.mark.backend_independent
 def test_usage_errors_exit_2():
     result = run([sys.executable, "-m", "keras_dreamer.cli", "train"])
     assert result.returncode == 2 and "--logdir" in result.stderr
@@ -428,6 +431,7 @@ def test_usage_errors_exit_2():
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
+@pytest.mark.backend_independent
 def test_an_installed_wheel_finds_its_gin_configs(tmp_path):
     import zipfile
 

@@ -3,7 +3,11 @@ step-0 lines after a kill before the first checkpoint)."""
 
 import json
 
+import pytest
+
 from keras_dreamer.train.job import drop_unsaved_lines
+
+pytestmark = pytest.mark.backend_independent
 
 
 def write(path, steps):
