@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_dreamer import backend
 from keras_dreamer import fitting
+from keras_dreamer import posteriors
 from keras_dreamer import presets
 from keras_dreamer import returns
 from keras_dreamer.batch import RESERVED_KEYS
@@ -218,6 +219,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
     ):
         values = self.loss_metrics(x, y_pred, update=training)
         self.step_values.update_state({**values, **fitting.frames_log(x)})
+        posteriors.record(self.world_model.trained_posteriors, x, y_pred)
         return values["loss"]
 
     def loss_metrics(self, batch, outputs=None, update=False, noise=None):
@@ -439,7 +441,16 @@ class Agent(fitting.DreamerTraining, keras.Model):
                 x,
                 y,
                 *args,
-                callbacks=[*(callbacks or []), _PolicySync(self)],
+                callbacks=[
+                    *(callbacks or []),
+                    _PolicySync(self),
+                    *posteriors.write_back_callbacks(
+                        self,
+                        x,
+                        self.world_model.trained_posteriors,
+                        self.world_model.config,
+                    ),
+                ],
                 check_batch=self.world_model.check_batch,
                 **kwargs,
             )
