@@ -568,7 +568,6 @@ class Replay:
                 index = int(np.searchsorted(ids, step_id))
                 if index < len(ids) and ids[index] == step_id:
                     return stream, lo + index
-            return None
         return None
 
     def _write(self, stream, position, values):
