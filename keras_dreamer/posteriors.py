@@ -38,7 +38,8 @@ class TrainedPosteriors(keras.metrics.Metric):
         >>> held = TrainedPosteriors()
         >>> held.allocate(batch_size=2, length=3, deter=4, stoch=2, classes=3)
         True
-        >>> held.update_state(np.int32([7, 9]), np.ones((2, 3, 4)), np.zeros((2, 3, 2, 3)))
+        >>> stoch = np.zeros((2, 3, 2, 3))
+        >>> held.update_state(np.int32([7, 9]), np.ones((2, 3, 4)), stoch)
         >>> rows, deter, stoch = held.values()
         >>> rows.tolist(), deter.shape, stoch.shape
         ([7, 9], (2, 3, 4), (2, 3, 2, 3))
@@ -187,4 +188,3 @@ def record(held, batch, outputs):
     held.update_state(
         rows, ops.stop_gradient(outputs["deter"]), ops.stop_gradient(outputs["stoch"])
     )
-

@@ -8,8 +8,8 @@ from keras import ops
 
 from keras_dreamer import fitting
 from keras_dreamer import openloop
-from keras_dreamer import posteriors
 from keras_dreamer import ops as kdops
+from keras_dreamer import posteriors
 from keras_dreamer import presets
 from keras_dreamer.batch import LATENT_KEYS
 from keras_dreamer.batch import RESERVED_KEYS

@@ -118,8 +118,8 @@ class ContextWindows:
         ((2, 5, 1), dtype('float32'), (2, 5))
         >>> stoch = np.zeros((2, 4, 2, 2), np.float32)
         >>> stoch[..., 1] = 1.0
-        >>> windows.write_back(batch["replay/row"][:, 0],
-        ...                    {"latent/deter": np.ones((2, 4, 3)), "latent/stoch": stoch})
+        >>> latents = {"latent/deter": np.ones((2, 4, 3)), "latent/stoch": stoch}
+        >>> windows.write_back(batch["replay/row"][:, 0], latents)
         8
     """
 

@@ -527,7 +527,8 @@ class Replay:
         self._added[worker] = added + 1
         length = self._online_length
         if length and added >= length - 1 and added % length == 0:
-            self._online.append(self._step_id(stream, stream.start + stream.length - length))
+            start = stream.start + stream.length - length
+            self._online.append(self._step_id(stream, start))
 
     def _online_starts(self, batch_size, batch_length):
         if self._online_length is None:
@@ -557,14 +558,16 @@ class Replay:
                 continue
             first = stream.start
             last = stream.start + stream.length - 1
-            if not self._step_id(stream, first) <= step_id <= self._step_id(stream, last):
+            low, high = self._step_id(stream, first), self._step_id(stream, last)
+            if not low <= step_id <= high:
                 continue
             for k, chunk in enumerate(stream.chunks):
                 lo = first if k == 0 else k * self.chunk_size
                 hi = min(last + 1, (k + 1) * self.chunk_size)
                 if lo >= hi:
                     continue
-                ids = chunk.arrays[_ID][lo - k * self.chunk_size : hi - k * self.chunk_size]
+                offset = k * self.chunk_size
+                ids = chunk.arrays[_ID][lo - offset : hi - offset]
                 index = int(np.searchsorted(ids, step_id))
                 if index < len(ids) and ids[index] == step_id:
                     return stream, lo + index
