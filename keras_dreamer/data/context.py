@@ -60,7 +60,7 @@ def model_latent_spec(model):
         >>> import keras_dreamer as kd
         >>> wm = kd.WorldModel({"obs": (4,)}, kd.Discrete(2), preset="debug")
         >>> model_latent_spec(wm)["latent/deter"]
-        ((64,), dtype('float32'))
+        ((8,), dtype('float32'))
     """
     config = getattr(model, "world_model", model).config
     return latent_spec(config["deter"], config["stoch"], config["classes"])
