@@ -205,6 +205,8 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.critic.build((None, feat))
         self.retnorm.build()
         self.built = True
+        # The agent's own: a nested model's metrics are not in its train state.
+        self.trained_posteriors = posteriors.TrainedPosteriors()
         self.acting_weights = ActingWeights(self)
         self._policy = None
 
@@ -219,7 +221,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
     ):
         values = self.loss_metrics(x, y_pred, update=training)
         self.step_values.update_state({**values, **fitting.frames_log(x)})
-        posteriors.record(self.world_model.trained_posteriors, x, y_pred)
+        posteriors.record(self.trained_posteriors, x, y_pred)
         return values["loss"]
 
     def loss_metrics(self, batch, outputs=None, update=False, noise=None):
@@ -447,7 +449,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
                     *posteriors.write_back_callbacks(
                         self,
                         x,
-                        self.world_model.trained_posteriors,
+                        self.trained_posteriors,
                         self.world_model.config,
                     ),
                 ],
