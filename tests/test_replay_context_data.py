@@ -209,3 +209,37 @@ def test_fit_writes_back_the_posteriors_of_the_trained_rows():
         np.testing.assert_array_equal(written, feat["stoch"])
         matched += 1
     assert matched == 1
+
+
+def test_agent_fit_writes_back_one_hot_posteriors():
+    """The agent's train step writes its posteriors too (not zeros): every
+    row it rewrote holds a one-hot sample and a changed deter."""
+    rng = np.random.default_rng(0)
+    replay = Replay(200, seed=0, latents=SPEC)
+    for t in range(30):
+        replay.add(
+            {
+                "image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+                "action": np.eye(3, dtype=np.float32)[t % 3],
+                "reward": np.float32(0),
+                "is_first": t == 0,
+                "is_last": False,
+                "is_terminal": False,
+            }
+        )  # no latents: zeros, as a random policy's steps
+    agent = kd.Agent({"image": (16, 16, 3)}, kd.Discrete(3), **SMALL_MODEL)
+    agent.compile()
+    data = kd.data.ReplayDataset(
+        replay,
+        {"image": Box((16, 16, 3), 0, 255, "uint8")},
+        Discrete(3),
+        batch_size=2,
+        batch_length=6,
+        replay_context=1,
+    )
+    agent.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
+    stored = replay.stream(0)
+    written = np.any(stored["latent/stoch"] > 0, axis=(-2, -1))
+    assert written.sum() >= 6  # at least one trained window
+    assert np.all(stored["latent/stoch"][written].sum(-1) == 1)
+    assert np.all(np.abs(stored["latent/deter"][written]).sum(-1) > 0)
