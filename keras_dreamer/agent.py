@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_dreamer import backend
 from keras_dreamer import fitting
+from keras_dreamer import posteriors
 from keras_dreamer import presets
 from keras_dreamer import returns
 from keras_dreamer.batch import RESERVED_KEYS
@@ -204,6 +205,8 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.critic.build((None, feat))
         self.retnorm.build()
         self.built = True
+        # The agent's own: a nested model's metrics are not in its train state.
+        self.trained_posteriors = posteriors.TrainedPosteriors()
         self.acting_weights = ActingWeights(self)
         self._policy = None
 
@@ -218,6 +221,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
     ):
         values = self.loss_metrics(x, y_pred, update=training)
         self.step_values.update_state({**values, **fitting.frames_log(x)})
+        posteriors.record(self.trained_posteriors, x, y_pred)
         return values["loss"]
 
     def loss_metrics(self, batch, outputs=None, update=False, noise=None):
@@ -439,7 +443,16 @@ class Agent(fitting.DreamerTraining, keras.Model):
                 x,
                 y,
                 *args,
-                callbacks=[*(callbacks or []), _PolicySync(self)],
+                callbacks=[
+                    *(callbacks or []),
+                    _PolicySync(self),
+                    *posteriors.write_back_callbacks(
+                        self,
+                        x,
+                        self.trained_posteriors,
+                        self.world_model.config,
+                    ),
+                ],
                 check_batch=self.world_model.check_batch,
                 **kwargs,
             )

@@ -24,6 +24,10 @@ LOG_PREFIX = "log/"
 # context step, whose latent (and action) start the RSSM; see
 # `WorldModel.split_context`.
 LATENT_KEYS = ("latent/deter", "latent/stoch")
+# With replay context, a train batch's int32 `[B, T + 1]` ticket naming the
+# replay rows each sequence came from (the same value along time), so the
+# train step's posteriors can be written back to them (`kd.posteriors`).
+ROW_KEY = "replay/row"
 # The train-log entry in which models report the frames (B * T) of a batch.
 FRAMES_KEY = "frames"
 

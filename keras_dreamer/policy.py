@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_dreamer import backend
 from keras_dreamer import fitting
+from keras_dreamer.batch import LATENT_KEYS
 
 
 class ActingWeights:
@@ -138,6 +139,20 @@ class AgentPolicy:
         carry, action = step(weights.values(), self._carry, obs, self._noise(count))
         self._carry = carry
         return np.asarray(ops.convert_to_numpy(action), np.float32)
+
+    def extras(self):
+        """The posterior latent of the step just acted on, to store in the replay.
+
+        Returns:
+            `{"latent/deter": float32 [N, deter], "latent/stoch": uint8
+            [N, stoch, classes]}` (the one-hot sample), or `{}` before the
+            first call.
+        """
+        if self._carry is None:
+            return {}
+        deter = np.asarray(ops.convert_to_numpy(self._carry["deter"]), np.float32)
+        stoch = np.rint(ops.convert_to_numpy(self._carry["stoch"])).astype(np.uint8)
+        return {LATENT_KEYS[0]: deter, LATENT_KEYS[1]: stoch}
 
     def reset(self):
         """Forget every env's state (the next call may have a new batch size)."""

@@ -9,6 +9,7 @@ from keras import ops
 from keras_dreamer import fitting
 from keras_dreamer import openloop
 from keras_dreamer import ops as kdops
+from keras_dreamer import posteriors
 from keras_dreamer import presets
 from keras_dreamer.batch import LATENT_KEYS
 from keras_dreamer.batch import RESERVED_KEYS
@@ -197,6 +198,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         self.step_values = fitting.StepValues(
             ("loss", *self.loss_names, "dyn_ent", "rep_ent", fitting.FRAMES_KEY)
         )
+        self.trained_posteriors = posteriors.TrainedPosteriors()
         self._build_layers()
 
     def _build_layers(self):
@@ -351,6 +353,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
     ):
         values = self.loss_metrics(x, y_pred)
         self.step_values.update_state({**values, **fitting.frames_log(x)})
+        posteriors.record(self.trained_posteriors, x, y_pred)
         return values["loss"]
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
@@ -364,13 +367,16 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         `close_on_interrupt` attribute (`DreamerReportCallback`) are closed,
         so their pending logs are written.
         """
+        write_back = posteriors.write_back_callbacks(
+            self, x, self.trained_posteriors, self.config
+        )
         return fitting.guarded_fit(
             self,
             super().fit,
             x,
             y,
             *args,
-            callbacks=callbacks,
+            callbacks=[*(callbacks or []), *write_back],
             check_batch=self.check_batch,
             **kwargs,
         )

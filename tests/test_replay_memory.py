@@ -8,8 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from keras_dreamer import presets
 from keras_dreamer.data import Collector
 from keras_dreamer.data import Replay
+from keras_dreamer.data import context
 from keras_dreamer.data import memory
 from keras_dreamer.envs import Catch
 from keras_dreamer.spaces import Box
@@ -156,6 +158,9 @@ def test_cli_capacity_in_bytes(tmp_path):
     assert good.returncode == 0, good.stderr[-3000:]
     lines = read_jsonl(tmp_path / "good" / "metrics.jsonl")
     assert lines[-1]["replay/bytes"] > 0
+    # debug.gin trains with replay context: each step stores its latent too.
+    debug = presets.resolve("debug")
+    latents = context.latent_spec(debug["deter"], debug["stoch"], debug["classes"])
     assert lines[-1]["replay/bytes"] <= 2e6 + 1024 * memory.step_bytes(
-        {"image": Box((16, 16, 3), 0, 255, "uint8")}, Discrete(3)
+        {"image": Box((16, 16, 3), 0, 255, "uint8")}, Discrete(3), latents
     )

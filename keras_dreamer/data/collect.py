@@ -47,6 +47,11 @@ class RandomPolicy:
             [self.act_space.sample(self._rng).reshape(-1) for _ in range(count)]
         ).astype(np.float32)
 
+    def extras(self):
+        """What to store with the step besides the action: nothing (the
+        replay stores zero latents for it)."""
+        return {}
+
     def get_state(self):
         """The random generator's state (a JSON-serialisable dict)."""
         return self._rng.bit_generator.state
@@ -329,7 +334,7 @@ class Collector(ReplayDataset):
             if self._prefilled:
                 return
             self.collect(max(0, self.prefill - len(self.replay)))
-            while self.replay.num_sequences(self.batch_length) == 0:
+            while self.replay.num_sequences(self.sequence_length) == 0:
                 self._step_envs()
             self._prefilled = True
 
@@ -350,8 +355,10 @@ class Collector(ReplayDataset):
         actions = self._actions(
             {key: np.stack([o[key] for o in obs]) for key in obs[0]}
         )
+        extras = getattr(self.policy, "extras", dict)()  # e.g. latents to store
         for i in range(len(obs)):
-            self.replay.add({**obs[i], "action": actions[i]}, worker=i)
+            step = {key: value[i] for key, value in extras.items()}
+            self.replay.add({**obs[i], "action": actions[i], **step}, worker=i)
             if i == 0:
                 self._record_frame(self._obs[0])
             self._account(i, self._obs[i])

@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_dreamer.batch import FLAG_KEYS
 from keras_dreamer.batch import RESERVED_KEYS
+from keras_dreamer.data import context
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.data.replay import check_size
 from keras_dreamer.spaces import Box
@@ -71,6 +72,16 @@ class ReplayDataset(keras.utils.PyDataset):
         batch_size: sequences per batch B.
         batch_length: steps per sequence T.
         num_batches: optional finite length of an epoch; None for endless.
+        replay_context: 1 for DreamerV3's replay context: batches hold T + 1
+            steps with each step's stored latent (`latent/deter`,
+            `latent/stoch`) and `replay/row`, and `fit` writes the trained
+            steps' posteriors back into the replay
+            (`kd.data.context.ContextWindows`); 0 (default) for plain `[B, T]`
+            batches.
+        replay_online: serve each newly completed window first, as
+            DreamerV3's `replay.online` (`Replay.enable_online`).
+        latents: the replay's latents (`kd.data.context.latent_spec`), if
+            the replay does not declare them yet.
         **kwargs: `keras.utils.PyDataset` options (`workers`,
             `max_queue_size`).
 
@@ -97,6 +108,9 @@ class ReplayDataset(keras.utils.PyDataset):
         batch_size,
         batch_length,
         num_batches=None,
+        replay_context=0,
+        replay_online=False,
+        latents=None,
         **kwargs,
     ):
         if kwargs.get("use_multiprocessing"):
@@ -122,6 +136,25 @@ class ReplayDataset(keras.utils.PyDataset):
         )
         self._num_batches = num_batches
         self._lock = threading.RLock()
+        self.replay_context = context.check_context(replay_context)
+        if not isinstance(replay_online, bool):
+            raise ValueError(f"replay_online must be a bool, got {replay_online!r}.")
+        self.replay_online = replay_online
+        if latents is not None:
+            replay.set_latents(latents)
+        self._windows = None
+        if self.replay_context:
+            self._windows = context.ContextWindows(
+                replay, self.batch_size, self.batch_length, online=replay_online
+            )
+            self.batch_spec = self._windows.batch_spec(self.batch_spec)
+        elif replay_online:
+            replay.enable_online(self.batch_length)
+
+    @property
+    def sequence_length(self):
+        """Steps per sampled sequence: `batch_length` plus the context step."""
+        return self.batch_length + self.replay_context
 
     @property
     def num_batches(self):
@@ -135,7 +168,29 @@ class ReplayDataset(keras.utils.PyDataset):
             return self._next_batch()
 
     def _next_batch(self):
-        return self.replay.sample(self.batch_size, self.batch_length)
+        if self._windows is not None:
+            return self._windows.sample()
+        return self.replay.sample(
+            self.batch_size, self.batch_length, online=self.replay_online
+        )
+
+    def write_back(self, tickets, latents):
+        """Writes a train step's posteriors into the replay rows they came from.
+
+        `fit` calls it after each step through `kd.posteriors`; it writes
+        only with `replay_context`.
+
+        Args:
+            tickets: int `[B]`, each sequence's `replay/row` value.
+            latents: dict of `latent/deter`, `latent/stoch` `[B, T, ...]`.
+
+        Returns:
+            The number of replay steps written.
+        """
+        if self._windows is None:
+            return 0
+        with self._lock:
+            return self._windows.write_back(tickets, latents)
 
     def drain_metrics(self):
         """Metrics since the last call; here the replay's `replay/*` stats.

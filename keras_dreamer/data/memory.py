@@ -39,14 +39,15 @@ def step_bytes(obs_space, act_space, latent_shapes=None):
 
     Every obs key at its dtype, the action (float32, its width), the reward
     (float32), the three flags (one byte each), the replay's int64 step id,
-    and stored latents (float32) when given.
+    and stored latents when given.
 
     Args:
         obs_space: dict of obs key to space (or shape, as `kd.WorldModel`
             takes).
         act_space: the action space (`Discrete`, `Box` or an int).
         latent_shapes: optional dict of stored latent key to its per-step
-            shape (float32).
+            shape (float32) or `(shape, dtype)` (as
+            `kd.data.context.latent_spec` gives).
 
     Returns:
         An int.
@@ -63,8 +64,11 @@ def step_bytes(obs_space, act_space, latent_shapes=None):
         space = as_obs_space(space, key)
         total += int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
     total += 4 * as_act_space(act_space).width
-    for shape in (latent_shapes or {}).values():
-        total += 4 * int(np.prod(shape))
+    for entry in (latent_shapes or {}).values():
+        shape, dtype = entry, np.float32
+        if len(entry) == 2 and not isinstance(entry[1], (int, np.integer)):
+            shape, dtype = entry
+        total += np.dtype(dtype).itemsize * int(np.prod(shape))
     return total
 
 

@@ -9,6 +9,7 @@ A step pairs obs t with the action taken at obs t, as in DreamerV3: the
 collector adds `{**obs_t, "action": a_t}` and then steps the env with `a_t`.
 """
 
+import collections
 import functools
 import threading
 import uuid
@@ -16,6 +17,7 @@ import uuid
 import numpy as np
 
 from keras_dreamer.batch import FLAG_KEYS
+from keras_dreamer.batch import LATENT_KEYS
 from keras_dreamer.batch import LOG_PREFIX
 from keras_dreamer.batch import RESERVED_KEYS
 from keras_dreamer.data import replay_files
@@ -72,11 +74,19 @@ class Replay:
     obs), `reward` float32, `is_first`, `is_last`, `is_terminal` bool. Keys
     starting with `log/` are ignored. The public methods are thread-safe.
 
+    For replay context the replay also stores each step's posterior latent
+    (`latents`, see `kd.data.context.latent_spec`): a step added without
+    them (e.g. by a random policy) stores zeros, the RSSM's initial state;
+    `update` writes fresher latents into stored steps, and `sample(...,
+    online=True)` serves each newly completed window first
+    (`enable_online`), as DreamerV3's `replay.online`.
+
     Args:
         capacity: the most steps held at once (all workers together).
         chunk_size: steps per preallocated chunk (at most `capacity`) and per
             saved file.
         seed: int seed of the sampling, or None.
+        latents: optional `{key: (shape, dtype)}` of stored latents.
 
     Examples:
         >>> import numpy as np
@@ -91,7 +101,7 @@ class Replay:
         ((2, 8, 4, 4, 3), (2, 8, 3), dtype('bool'))
     """
 
-    def __init__(self, capacity, chunk_size=1024, seed=None):
+    def __init__(self, capacity, chunk_size=1024, seed=None, latents=None):
         self.capacity = check_size("Replay capacity", capacity)
         self.chunk_size = min(
             check_size("Replay chunk_size", chunk_size), self.capacity
@@ -108,6 +118,12 @@ class Replay:
         self._next_id = 0
         self._next_uid = 0
         self._token = uuid.uuid4().hex[:8]
+        self._latents = {}
+        self._online_length = None
+        self._online = collections.deque()
+        self._added = {}
+        if latents:
+            self.set_latents(latents)
 
     def __len__(self):
         return self._size
@@ -157,6 +173,7 @@ class Replay:
         stream.length += 1
         self._size += 1
         self._episodes += bool(row["is_first"])
+        self._queue_online(worker, stream)
 
     @_locked
     def num_sequences(self, length):
@@ -164,12 +181,16 @@ class Replay:
         return int(sum(self._counts(length)))
 
     @_locked
-    def sample(self, batch_size, batch_length):
+    def sample(self, batch_size, batch_length, online=False, ids=False):
         """Sample a batch of sequences, starts drawn uniformly.
 
         Args:
             batch_size: number of sequences B.
             batch_length: steps per sequence T.
+            online: if True, newly completed windows (`enable_online`) are
+                served first, the rest drawn uniformly.
+            ids: if True, the batch also holds `_id` int64 [B, T], the
+                stored id of each step (for `update`).
 
         Returns:
             A dict of numpy arrays `[B, T, ...]`: every stored key, e.g.
@@ -196,20 +217,127 @@ class Replay:
                 f"longest worker stream holds {longest} steps (replay size "
                 f"{self._size}). Collect more steps first."
             )
-        picks = self._rng.integers(total, size=batch_size)
+        starts = self._online_starts(batch_size, batch_length) if online else []
+        picks = self._rng.integers(total, size=batch_size - len(starts))
         ends = np.cumsum(counts)
         which = np.searchsorted(ends, picks, side="right")
         offsets = picks - (ends[which] - counts[which])
         streams = list(self._streams.values())
+        for index, offset in zip(which, offsets):
+            stream = streams[index]
+            starts.append((stream, stream.start + int(offset)))
+        spec = dict(self._spec, **({_ID: ((), np.dtype(np.int64))} if ids else {}))
         batch = {
             key: np.empty((batch_size, batch_length, *shape), dtype)
-            for key, (shape, dtype) in self._spec.items()
+            for key, (shape, dtype) in spec.items()
         }
-        for b in range(batch_size):
-            stream = streams[which[b]]
+        for b, (stream, position) in enumerate(starts):
             rows = {key: array[b] for key, array in batch.items()}
-            self._copy(stream, stream.start + int(offsets[b]), batch_length, rows)
+            self._copy(stream, position, batch_length, rows)
         return batch
+
+    @_locked
+    def set_latents(self, latents):
+        """Declare the stored latents: `{key: (shape, dtype)}`.
+
+        Steps added without these keys store zeros. A replay that already
+        holds steps (e.g. loaded from a run without replay context) gets
+        zero latents for them.
+
+        Args:
+            latents: dict of latent key (`kd.batch.LATENT_KEYS`) to its
+                per-step `(shape, dtype)`.
+
+        Raises:
+            ValueError: a key is not a latent key, or the replay stores it
+                with another shape or dtype.
+        """
+        latents = {
+            key: (tuple(int(d) for d in shape), np.dtype(dtype))
+            for key, (shape, dtype) in dict(latents).items()
+        }
+        odd = [key for key in latents if key not in LATENT_KEYS]
+        if odd:
+            raise ValueError(
+                f"Replay latents must be among {list(LATENT_KEYS)}, got {odd}."
+            )
+        for key, entry in latents.items():
+            stored = (self._spec or {}).get(key)
+            if stored is not None and stored != entry:
+                raise ValueError(
+                    f"Replay stores {key!r} as {stored[1].name}{list(stored[0])}, "
+                    f"not {entry[1].name}{list(entry[0])}; use a new replay."
+                )
+        self._latents = latents
+        if self._spec is not None:
+            self._add_columns(latents)
+
+    @property
+    def latents(self):
+        """The declared latents `{key: (shape, dtype)}` (empty if none)."""
+        return dict(self._latents)
+
+    @_locked
+    def enable_online(self, length):
+        """Queue each worker's newly completed window of `length` steps.
+
+        As DreamerV3's `replay.online`: every `length`-th step of a worker
+        completes a window of the `length` steps ending there (the windows
+        of a worker do not overlap); `sample(..., online=True)` serves the
+        queued windows first, oldest first, then draws uniformly. Windows
+        evicted before they are served are dropped.
+
+        Args:
+            length: the window length (the `batch_length` of the train
+                batches, context step included).
+        """
+        self._online_length = check_size("online length", length)
+        self._online.clear()
+
+    @_locked
+    def update(self, ids, values):
+        """Overwrite stored values of sampled steps (replay context write-back).
+
+        Args:
+            ids: int array `[B]`: the stored `_id` of each sequence's first
+                step (from `sample(..., ids=True)`).
+            values: dict of stored key to `[B, T, ...]` arrays, written into
+                the T steps from that step on. Steps evicted since (or past
+                the end of their stream) are skipped.
+
+        Returns:
+            The number of steps written.
+
+        Raises:
+            ValueError: naming the key, if a key is not stored or has
+                another per-step shape.
+        """
+        for key, value in values.items():
+            if self._spec is None or key not in self._spec:
+                raise ValueError(
+                    f"Replay.update: {key!r} is not stored; the replay stores "
+                    f"{sorted(self._spec or {})}."
+                )
+            shape = self._spec[key][0]
+            if tuple(np.shape(value)[2:]) != shape:
+                raise ValueError(
+                    f"Replay.update: {key!r} has shape {np.shape(value)}; "
+                    f"expected (B, T, *{shape})."
+                )
+        values = {key: self._store(key, value) for key, value in values.items()}
+        written = 0
+        for b, step_id in enumerate(np.asarray(ids).reshape(-1)):
+            found = self._locate(int(step_id))
+            if found is None:
+                continue
+            stream, position = found
+            length = min(
+                len(next(iter(values.values()))[b]),
+                stream.start + stream.length - position,
+            )
+            self._write(stream, position, {k: v[b, :length] for k, v in values.items()})
+            written += length
+        return written
 
     @_locked
     def stream(self, worker=0):
@@ -336,9 +464,23 @@ class Replay:
             raise ValueError(
                 f"Replay.add needs a dict step, got {type(step).__name__}."
             )
-        keys = [key for key in step if not key.startswith(LOG_PREFIX)]
+        stored = self._latents if self._spec is None else self._spec
+        keys = [
+            key
+            for key in step
+            if not key.startswith(LOG_PREFIX)
+            and (key not in LATENT_KEYS or key in stored)
+        ]
         if self._spec is None:
-            self._spec = _infer_spec(step, keys)
+            self._spec = {**_infer_spec(step, keys), **self._latents}
+        step = dict(step)
+        for key in LATENT_KEYS:
+            if key in self._spec and key not in step:
+                shape, dtype = self._spec[key]
+                step[key] = np.zeros(shape, dtype)
+            if key in self._spec:
+                step[key] = self._store(key, step[key])
+                keys = [*keys, key] if key not in keys else keys
         missing = [key for key in self._spec if key not in step]
         extra = [key for key in keys if key not in self._spec]
         if missing or extra:
@@ -356,6 +498,92 @@ class Replay:
                 )
             row[key] = value
         return row
+
+    def _store(self, key, value):
+        """A latent value in its stored dtype (one-hot samples round exactly)."""
+        value = np.asarray(value)
+        if key in LATENT_KEYS and key in (self._spec or {}):
+            dtype = self._spec[key][1]
+            if dtype.kind in "iub" and value.dtype.kind == "f":
+                value = np.rint(value)
+            value = value.astype(dtype)
+        return value
+
+    def _add_columns(self, latents):
+        """Zero-filled arrays for declared latents the stored steps lack."""
+        new = {k: v for k, v in latents.items() if k not in self._spec}
+        if not new:
+            return
+        chunks = [c for s in self._streams.values() for c in s.chunks] + self._free
+        for chunk in chunks:
+            before = chunk.nbytes
+            for key, (shape, dtype) in new.items():
+                chunk.arrays[key] = np.zeros((self.chunk_size, *shape), dtype)
+            self._nbytes += chunk.nbytes - before
+        self._spec.update(new)
+
+    def _queue_online(self, worker, stream):
+        added = self._added.get(worker, 0)
+        self._added[worker] = added + 1
+        length = self._online_length
+        if length and added >= length - 1 and added % length == 0:
+            start = stream.start + stream.length - length
+            self._online.append(self._step_id(stream, start))
+
+    def _online_starts(self, batch_size, batch_length):
+        if self._online_length is None:
+            raise ValueError(
+                "Replay.sample(online=True) needs enable_online(length) first."
+            )
+        if batch_length != self._online_length:
+            raise ValueError(
+                f"Replay.sample(online=True): batch_length {batch_length} differs "
+                f"from the online window length {self._online_length}."
+            )
+        starts = []
+        while self._online and len(starts) < batch_size:
+            found = self._locate(self._online.popleft())
+            if found is not None:
+                starts.append(found)
+        return starts
+
+    def _step_id(self, stream, position):
+        k, i = divmod(position, self.chunk_size)
+        return int(stream.chunks[k].arrays[_ID][i])
+
+    def _locate(self, step_id):
+        """`(stream, position)` of the live step with id `step_id`, or None."""
+        for stream in self._streams.values():
+            if not stream.length:
+                continue
+            first = stream.start
+            last = stream.start + stream.length - 1
+            low, high = self._step_id(stream, first), self._step_id(stream, last)
+            if not low <= step_id <= high:
+                continue
+            for k, chunk in enumerate(stream.chunks):
+                lo = first if k == 0 else k * self.chunk_size
+                hi = min(last + 1, (k + 1) * self.chunk_size)
+                if lo >= hi:
+                    continue
+                offset = k * self.chunk_size
+                ids = chunk.arrays[_ID][lo - offset : hi - offset]
+                index = int(np.searchsorted(ids, step_id))
+                if index < len(ids) and ids[index] == step_id:
+                    return stream, lo + index
+        return None
+
+    def _write(self, stream, position, values):
+        """Write `values` `[n, ...]` into `stream` from `position` on."""
+        k, i = divmod(position, self.chunk_size)
+        length, done = len(next(iter(values.values()))), 0
+        while done < length:
+            n = min(length - done, self.chunk_size - i)
+            arrays = stream.chunks[k].arrays
+            for key, value in values.items():
+                arrays[key][i : i + n] = value[done : done + n]
+            done += n
+            k, i = k + 1, 0
 
     def _slot(self, stream):
         position = stream.start + stream.length

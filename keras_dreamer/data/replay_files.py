@@ -139,8 +139,17 @@ def load_replay(replay, directory, strict=True):
             f"replay's capacity {replay.capacity}; use Replay(capacity>={total}) "
             "or Replay.from_directory."
         )
+    for key, entry in replay._latents.items():
+        if key in spec and spec[key] != entry:
+            raise ValueError(
+                f"Replay in {directory} stores {key!r} as "
+                f"{_spec_text({key: spec[key]})}, but this replay declares "
+                f"{_spec_text({key: entry})}."
+            )
     fresh = type(replay)(replay.capacity, replay.chunk_size)
     fresh._spec = spec or replay._spec
+    fresh._latents = dict(replay._latents)
+    fresh._online_length = replay._online_length
     skipped, gaps = [], set()
     for entry in manifest["chunks"]:
         path = os.path.join(directory, entry["file"])
@@ -169,6 +178,8 @@ def load_replay(replay, directory, strict=True):
     fresh._token = manifest["token"]
     fresh._rng.bit_generator.state = manifest["rng"]
     fresh.metadata = manifest.get("metadata", {})
+    if fresh._spec is not None and fresh._latents:
+        fresh._add_columns(fresh._latents)  # saved without replay context
     state = vars(fresh)
     del state["_lock"]
     replay.__dict__.update(state)  # adopt the loaded state at once

@@ -97,6 +97,8 @@ def train(
     env_timeout=60.0,
     env_standby=0,
     distribution=None,
+    replay_context=1,
+    replay_online=True,
 ):
     """Trains the agent (or a world model) on an environment, resuming from `logdir`.
 
@@ -154,6 +156,12 @@ def train(
             `--job_addresses`, `--num_processes`, `--process_id`) each collect
             into their own replay and feed `batch_size / processes`
             sequences; only process 0 writes `logdir`. JAX only.
+        replay_context: 1 (default, as DreamerV3): the replay stores each
+            step's posterior latent, batches have one leading context step
+            that starts the RSSM, and the trained steps' posteriors are
+            written back after each update; 0: off (plain `[B, T]` batches).
+        replay_online: True (default, as DreamerV3): each newly completed
+            window of a worker is trained on first, then uniform draws.
 
     Returns:
         A dict summary: `step` (the global step reached), `start_step` (the
@@ -206,6 +214,15 @@ def train(
             raise ConfigError(
                 f"train.{name} must be a positive int{allowed}, got {value!r}."
             )
+    if replay_context not in (0, 1) or isinstance(replay_context, float):
+        raise ConfigError(
+            "train.replay_context must be 0 (off) or 1 (one context step, as "
+            f"DreamerV3), got {replay_context!r}."
+        )
+    if not isinstance(replay_online, bool):
+        raise ConfigError(
+            f"train.replay_online must be True or False, got {replay_online!r}."
+        )
     try:
         fit_verbose, progress_lines = progress.fit_verbosity(verbose)
     except ValueError as error:
@@ -222,6 +239,8 @@ def train(
         envs=envs,
         env_timeout=env_timeout,
         env_standby=env_standby,
+        replay_context=replay_context,
+        replay_online=replay_online,
     )
     previous = distribute.current()
     try:

@@ -19,6 +19,7 @@ from keras_dreamer.data import Collector
 from keras_dreamer.data import Evaluator
 from keras_dreamer.data import RandomPolicy
 from keras_dreamer.data import Replay
+from keras_dreamer.data import context
 from keras_dreamer.data import memory
 from keras_dreamer.train.errors import ConfigError
 from keras_dreamer.train.factories import env_factory
@@ -52,6 +53,10 @@ class RunConfig:
         envs: training envs (more than 1: each in its own process).
         env_timeout: seconds an env process may take for one step.
         env_standby: extra env processes that reset ahead.
+        replay_context: 1 (DreamerV3's replay context: the replay stores
+            latents, batches have a context step, posteriors are written
+            back) or 0 (off).
+        replay_online: newly completed windows are trained on first.
 
     Examples:
         >>> RunConfig(batch_size=4, agent=False).batch_size
@@ -69,6 +74,8 @@ class RunConfig:
     envs: int = 1
     env_timeout: float = 60.0
     env_standby: int = 0
+    replay_context: int = 0
+    replay_online: bool = False
 
 
 @dataclasses.dataclass
@@ -202,11 +209,13 @@ def _build(logdir, config, start):
     keras.utils.set_random_seed(config.seed + start.step)
     env = make_env(seed=seed)
     try:
-        capacity = replay_capacity(config.replay_capacity, env)
+        model = _make_model(config, env)
+        latents = context.model_latent_spec(model) if config.replay_context else None
+        capacity = replay_capacity(config.replay_capacity, env, latents=latents)
     except BaseException:
         env.close()
         raise
-    replay = Replay(capacity, seed=seed)
+    replay = Replay(capacity, seed=seed, latents=latents)
     if start.path is not None:
         replay.load(os.path.join(logdir, "ckpt", checkpoint.REPLAY_DIR), strict=False)
         check_resumed_spaces(env, start.state, replay.metadata, start.path)
@@ -231,6 +240,8 @@ def _build(logdir, config, start):
             batch_length=config.batch_length,
             train_ratio=config.train_ratio,
             prefill=config.prefill,
+            replay_context=config.replay_context,
+            replay_online=config.replay_online,
             # A resumed run starts new episodes, not the first ones again.
             seed=[seed, start.step] if start.step else seed,
         )
@@ -239,14 +250,14 @@ def _build(logdir, config, start):
         raise
     run = Run(None, collector, replay, start.step, start.path is not None)
     try:
-        restored = _build_model(logdir, config, start, env, run, seed)
+        restored = _build_model(logdir, config, start, model, run, seed)
     except BaseException:
         collector.close()
         raise
     return run, restored
 
 
-def replay_capacity(capacity, env, available=None):
+def replay_capacity(capacity, env, available=None, latents=None):
     """The replay capacity in steps, checked to fit in memory.
 
     Args:
@@ -255,6 +266,8 @@ def replay_capacity(capacity, env, available=None):
         env: the training env (its spaces give the bytes per step).
         available: the available memory in bytes; by default
             `kd.data.memory.available_memory()`.
+        latents: the stored latents with replay context
+            (`kd.data.context.latent_spec`), counted per step.
 
     Returns:
         The capacity in steps.
@@ -273,7 +286,7 @@ def replay_capacity(capacity, env, available=None):
         ...
         keras_dreamer.train.errors.ConfigError: a full replay of 1,000,000,000,000 steps x 795 bytes = 795 TB does not fit ...
     """  # noqa: E501
-    per_step = memory.step_bytes(env.obs_space, env.act_space)
+    per_step = memory.step_bytes(env.obs_space, env.act_space, latents)
     try:
         steps = memory.capacity_steps(capacity, per_step)
         memory.check_fits(
@@ -288,8 +301,15 @@ def replay_capacity(capacity, env, available=None):
     return steps
 
 
-def _build_model(logdir, config, start, env, run, seed):
-    """Builds and compiles `run.model` (restored in the chief when resuming)."""
+def _make_model(config, env):
+    """The agent (or world model) of the run, not compiled yet."""
+    if config.agent:
+        return make_agent(env.obs_space, env.act_space, seed=config.seed)
+    return make_world_model(env.obs_space, env.act_space, seed=config.seed)
+
+
+def _build_model(logdir, config, start, model, run, seed):
+    """Compiles `model` as `run.model` (restored in the chief when resuming)."""
     kind = model_kind(config.agent)
     saved_kind = start.state.get("model", "world_model")
     if start.path is not None and saved_kind != kind:
@@ -300,12 +320,9 @@ def _build_model(logdir, config, start, env, run, seed):
         )
     collector = run.collector
     if config.agent:
-        model = make_agent(env.obs_space, env.act_space, seed=config.seed)
         collector.policy = model.policy
         if seed != config.seed:  # its own action noise in every process
             model.policy.set_state(_rng_state([seed, start.step]))
-    else:
-        model = make_world_model(env.obs_space, env.act_space, seed=config.seed)
     model.compile(optimizer=make_optimizer(), jit_compile=config.jit_compile)
     run.model = model
     restored = None
