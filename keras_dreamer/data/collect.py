@@ -245,9 +245,9 @@ class Collector(ReplayDataset):
             self.driver.on_episode(listener)
 
     def remove_episode_listener(self, listener):
-        """Stops pushing episodes to `listener`."""
-        with self._lock:
-            self.driver.remove_listener(listener)
+        """Stops pushing episodes to `listener` (at once: no wait for a batch
+        being collected)."""
+        self.driver.remove_listener(listener)
 
     def stop(self, timeout=10.0):
         """Stops collecting: for the end of `fit`, normal or interrupted.
