@@ -139,6 +139,11 @@ class AgentPolicy:
         self._carry = carry
         return np.asarray(ops.convert_to_numpy(action), np.float32)
 
+    def extras(self):
+        """Per-env values to store with the step just acted on: none yet, `{}`
+        (see `kd.data.Driver`)."""
+        return {}
+
     def reset(self):
         """Forget every env's state (the next call may have a new batch size)."""
         self._carry = None
