@@ -92,7 +92,7 @@ class Driver:
         >>> episodes = []
         >>> driver.on_episode(episodes.append)
         >>> for _ in range(6):
-        ...     driver.step()
+        ...     steps = driver.step()
         >>> episodes[0].length, sorted(episodes[0].frames)
         (6, ['image'])
     """
