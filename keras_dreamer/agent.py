@@ -124,7 +124,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
                     f"world_model must be a kd.WorldModel, got {type(world_model)}."
                 )
             preset = world_model.preset
-            kwargs = {**world_model._overrides, **kwargs}
+            kwargs = {**world_model.overrides, **kwargs}
         self.preset = preset
         self.seed = seed
         self._overrides = dict(kwargs)

@@ -9,6 +9,8 @@ import keras
 import numpy as np
 
 from keras_dreamer.batch import FRAMES_KEY
+from keras_dreamer.data.collect import Collector
+from keras_dreamer.data.driver import EpisodeStats
 from keras_dreamer.logger import FPS
 from keras_dreamer.logger import Agg
 from keras_dreamer.logger import Logger
@@ -73,20 +75,22 @@ class DreamerReportCallback(keras.callbacks.Callback):
       it, and `train_data.batch_spec` is the fallback for a model that does
       not log `frames`;
     - `usage/*`: process CPU and memory, system memory, accelerator memory;
+    - the episodes pushed to `add_episode` since the last write (a
+      `kd.data.Collector` as `train_data` pushes its own): `episode/score`,
+      `episode/length` (means), `episode/<log key>`, `episode/count`;
     - whatever the training data source produced since the last write, via
-      its `drain_metrics()`: `episode/score`, `episode/length`, `fps/env`,
-      `env/steps`, `replay/*` (see `kd.data.Collector`).
+      its `drain_metrics()`: `fps/env`, `env/steps`, `replay/*` (see
+      `kd.data.Collector`).
 
     Every `report_every` steps (and/or `report_every_secs` seconds), and once
     when training begins (the untrained baseline), it calls
     `model.report(batch)` on a batch from `report_data` and writes its
     results under `report/`: the losses and `report/openloop/<image key>`,
     the open-loop video (truth | model | error; see
-    `keras_dreamer.openloop`), which also lands in `LOGDIR/media/`. With a
-    `train_data` that has `episode_video()` (a `kd.data.Collector`), each
-    report also writes `episode/policy_<image key>`, the video of the latest
-    finished training episode of env 0 (from the first report after one
-    finished).
+    `keras_dreamer.openloop`), which also lands in `LOGDIR/media/`. Once an
+    episode with frames was pushed (a `kd.data.Collector` records env 0's),
+    each report also writes `episode/policy_<image key>`, the video of the
+    latest such episode (from the first report after one finished).
 
     With an `evaluator` (e.g. a `kd.data.Evaluator`: a callable returning a
     dict of metrics such as `eval/episode/score`), every `eval_every` steps
@@ -119,8 +123,10 @@ class DreamerReportCallback(keras.callbacks.Callback):
             reports.
         log_every_secs: also write when this many seconds have passed.
         report_every_secs: also report when this many seconds have passed.
-        train_data: the training data source, if it has `drain_metrics()`
-            (episode and replay metrics) or `batch_spec` (frames per update).
+        train_data: the training data source: a `kd.data.Collector` pushes
+            its finished episodes to `add_episode` during `fit`; one with
+            `drain_metrics()` gives its metrics (env and replay), one with
+            `batch_spec` the frames per update.
         frames_per_step: replayed frames per update (B * T) for `fps/train`,
             overriding the `frames` the model logs; if None, the model's
             `frames` logs are used, else `train_data.batch_spec` (without
@@ -216,6 +222,32 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._frames_logged = False
         self._window = Agg()
         self._window_size = 0
+        self._episodes = EpisodeStats()
+        self._episode_source = False
+        self._listening_to = None
+
+    def add_episode(self, episode):
+        """Takes a finished training episode, for the next log write and report.
+
+        The episode counts in the next write's `episode/*` means; its frames
+        (if any) become the `episode/policy_<image key>` video of the next
+        reports. Thread-safe: drivers call it from the thread that collects.
+        A `kd.data.Collector` given as `train_data` calls it by itself during
+        `fit`; call it (or register it with `kd.data.Driver.on_episode`) for
+        episodes played elsewhere.
+
+        Args:
+            episode: a `kd.data.Episode`.
+
+        Examples:
+            >>> import tempfile
+            >>> import keras_dreamer as kd
+            >>> callback = DreamerReportCallback(tempfile.mkdtemp(), outputs=(),
+            ...                                  report_data=None)
+            >>> callback.add_episode(kd.data.Episode(0, score=1.0, length=9, logs={}))
+        """
+        self._episode_source = True
+        self._episodes.add(episode)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -233,6 +265,10 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._log_schedule.mark()
         self._report_schedule.mark()
         self._eval_schedule.mark()
+        if isinstance(self.train_data, Collector) and self._listening_to is None:
+            self._listening_to = self.train_data
+            self.train_data.add_episode_listener(self.add_episode)
+            self._episode_source = True
         self._report_source = self._make_report_source(model)
         if self._report_source is not None:
             batch = self._next_report_batch(model)  # checked before any step
@@ -271,6 +307,9 @@ class DreamerReportCallback(keras.callbacks.Callback):
 
     def close(self):
         """Writes what is pending and closes every output (idempotent)."""
+        if self._listening_to is not None:
+            self._listening_to.remove_episode_listener(self.add_episode)
+            self._listening_to = None
         if self.logger is None:
             return
         try:
@@ -331,9 +370,12 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._updates_since_write = 0
         if self._usage is not None:
             metrics.update(self._usage.result())
-        drain = getattr(self.train_data, "drain_metrics", None)
-        if drain is not None:
-            metrics.update(drain())
+        if self._episode_source:
+            metrics.update(self._episodes.drain())
+        if isinstance(self.train_data, Collector):
+            metrics.update(self.train_data.drain_metrics(episodes=False))
+        elif hasattr(self.train_data, "drain_metrics"):
+            metrics.update(self.train_data.drain_metrics())
         self.logger.step = self.step
         self.logger.add(metrics)
         self._log_schedule.mark()
@@ -368,7 +410,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
                 stacklevel=2,
             )
         if self.stop_on_nan:
-            self._model.stop_training = True
+            self.model.stop_training = True
         return True
 
     def _make_report_source(self, model):
@@ -421,8 +463,7 @@ class DreamerReportCallback(keras.callbacks.Callback):
         self._report_schedule.mark()
 
     def _add_episode_video(self):
-        video = getattr(self.train_data, "episode_video", None)
-        frames = video() if callable(video) else None
+        frames = self._episodes.video()
         if frames:
             self.logger.add(
                 {f"policy_{key}": value for key, value in frames.items()},

@@ -12,7 +12,7 @@ functions with the backend's compiler options (`keras_dreamer.backend`).
 `WorldModel` and `Agent` use all of them.
 
 Only public Keras API is used: the optimizer's log values reach the logs by
-name through the optimizer's `step_logs`, never through the position of the
+name through the optimizer's `take_step_logs()`, never through the position of the
 optimizer variables in the JAX trainer's state.
 """
 
@@ -150,13 +150,13 @@ def compile_function(layer, fn):
 def add_optimizer_logs(model, step_output):
     """Adds the optimizer's per-step values to the logs of `Model.train_step`.
 
-    An optimizer with a `step_logs` property (see
+    An optimizer with a `take_step_logs()` method (see
     `keras_dreamer.optimizers.LaProp`) returns there the values its latest
     `apply` computed (gradient norm, learning rate), as tensors of the train
     step being traced. Keras calls `optimizer.apply` (or, on JAX,
     `optimizer.stateless_apply`, which calls `apply`) inside `train_step`, so
     they are merged into that step's logs by name, on both backends, without
-    reading the trainer's state. An optimizer without `step_logs` adds
+    reading the trainer's state. An optimizer without `take_step_logs` adds
     nothing.
 
     Args:
@@ -176,7 +176,8 @@ def add_optimizer_logs(model, step_output):
         ...         return add_optimizer_logs(self, super().train_step(*args, **kwargs))
     """
     optimizer = getattr(model, "optimizer", None)
-    values = getattr(optimizer, "step_logs", None)
+    take = getattr(optimizer, "take_step_logs", None)
+    values = take() if take is not None else None
     if not values:
         return step_output
     return backend.merge_step_logs(step_output, values)

@@ -47,7 +47,7 @@ class LaProp(keras.optimizers.Optimizer):
     A float learning rate gets a linear warm-up from 0 over `warmup` steps.
     The optimizer records the global gradient norm (before clipping) and the
     learning rate of the last step; `WorldModel` logs them as
-    `opt/grad_norm` and `opt/lr`.
+    `opt/grad_norm` and `opt/lr` (read with `take_step_logs()`).
 
     Args:
         learning_rate: float or `LearningRateSchedule` (4e-5 in DreamerV3).
@@ -87,6 +87,7 @@ class LaProp(keras.optimizers.Optimizer):
         self.agc = agc
         self.agc_pmin = agc_pmin
         self.warmup = warmup
+        self._step_logs = {}
 
     def build(self, var_list):
         if self.built:
@@ -105,16 +106,35 @@ class LaProp(keras.optimizers.Optimizer):
             return {}
         return {"opt/grad_norm": self._grad_norm, "opt/lr": self._last_lr}
 
-    @property
-    def step_logs(self):
-        """The values of `log_variables` computed by the latest `apply`.
+    def take_step_logs(self):
+        """The per-step values the latest `apply` computed, handed over once.
 
-        Tensors of the trace that ran `apply` (on JAX the trainer applies the
-        optimizer statelessly, so the variables keep their old values until
-        `fit` ends): read them in the same train step, as
-        `kd.fitting.add_optimizer_logs` does. Empty before the first `apply`.
+        The train step reads them right after Keras applied the gradients
+        (`kd.fitting.add_optimizer_logs` does): they are tensors of the trace
+        that ran `apply` (on JAX the trainer applies the optimizer
+        statelessly, so `log_variables` keep their old values until `fit`
+        ends). Taking them clears them, so no value of one trace can reach
+        another.
+
+        Returns:
+            `{"opt/grad_norm": ..., "opt/lr": ...}`: the global gradient norm
+            before clipping and the learning rate; `{}` before the first
+            `apply` or when already taken.
+
+        Examples:
+            >>> import keras
+            >>> import numpy as np
+            >>> optimizer = LaProp(learning_rate=0.1, warmup=0, agc=0.0)
+            >>> weight = keras.Variable(np.ones(2, "float32"))
+            >>> optimizer.apply([keras.ops.convert_to_tensor([3.0, 4.0])], [weight])
+            >>> logs = optimizer.take_step_logs()
+            >>> float(logs["opt/grad_norm"]), round(float(logs["opt/lr"]), 6)
+            (5.0, 0.1)
+            >>> optimizer.take_step_logs()
+            {}
         """
-        return dict(getattr(self, "_step_logs", None) or {})
+        logs, self._step_logs = self._step_logs, {}
+        return logs
 
     def moments(self, variable):
         """The `(momentum, velocity)` slots of `variable` (built optimizer).

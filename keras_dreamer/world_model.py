@@ -126,7 +126,7 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
         obs_keys = [k for k in obs_space if k not in RESERVED_KEYS]
         presets.check_loss_scales(kwargs.get("loss_scales"), obs_keys)
         self.config = presets.resolve(preset, **kwargs)
-        self._overrides = kwargs
+        self._overrides = dict(kwargs)
         self.obs_spaces = {
             k: as_obs_space(v, k)
             for k, v in obs_space.items()
@@ -564,6 +564,23 @@ class WorldModel(fitting.DreamerTraining, keras.Model):
             frames = ops.clip(ops.cast(frames, "float32") * 255.0, 0.0, 255.0)
             metrics[f"frames/{key}"] = ops.cast(frames, "uint8")
         return metrics
+
+    @property
+    def overrides(self):
+        """The hyperparameters given on top of the preset (a new dict).
+
+        `WorldModel(obs_space, act_space, preset=wm.preset, **wm.overrides)`
+        builds a model of the same config; `kd.Agent(world_model=wm)` adopts
+        them this way.
+
+        Examples:
+            >>> import keras_dreamer as kd
+            >>> wm = kd.WorldModel({"obs": (4,)}, kd.Discrete(2), preset="debug",
+            ...                    deter=32)
+            >>> wm.overrides, wm.config["deter"]
+            ({'deter': 32}, 32)
+        """
+        return dict(self._overrides)
 
     # ------------------------------------------------------------ serialization
 

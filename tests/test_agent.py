@@ -404,3 +404,19 @@ def test_misspelled_or_negative_agent_loss_scales_are_refused():
         {"image": SMALL_IMAGE}, 3, loss_scales={"repval": 0}, **SMALL_AGENT
     )
     assert agent.agent_config["loss_scales"]["repval"] == 0
+
+
+def test_agent_adopts_the_world_models_overrides():
+    wm = kd.WorldModel(
+        {"image": SMALL_IMAGE}, kd.Discrete(3), deter=32, **SMALL_AGENT
+    )
+    assert wm.overrides == {"deter": 32, "mults": (4, 4)}
+    wm.overrides["deter"] = 64  # a copy: the model's config stays
+    assert wm.overrides["deter"] == 32
+    agent = kd.Agent({"image": SMALL_IMAGE}, kd.Discrete(3), world_model=wm, seed=0)
+    assert agent.world_model is wm and agent.preset == "debug"
+    config = agent.get_config()
+    assert config["deter"] == 32 and config["mults"] == [4, 4]
+    rebuilt = kd.Agent.from_config(config)
+    assert rebuilt.world_model.config["deter"] == 32
+    assert rebuilt.world_model.overrides["deter"] == 32

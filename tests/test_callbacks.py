@@ -413,3 +413,44 @@ def test_bad_logdir_fails_before_training(tmp_path):
         small_model().fit(
             random_batches(2), epochs=1, verbose=0, callbacks=[callback], shuffle=False
         )
+
+
+def test_episodes_pushed_to_the_callback(tmp_path):
+    # Real Catch episodes from a driver, pushed at steps 1 and 3 of the fit.
+    env = kd.envs.make("catch", size=16, lives=1)
+    driver = kd.data.Driver(env, kd.data.RandomPolicy(env.act_space, 0), seeds=[0])
+    episodes = []
+    driver.on_episode(episodes.append)
+    while len(episodes) < 3:
+        driver.step()
+    pushes = {1: episodes[:2], 3: episodes[2:]}
+    callback = kd.DreamerReportCallback(
+        tmp_path,
+        outputs=("jsonl", "scores"),
+        log_every=2,
+        report_every=2,
+        report_data=random_batch(batch=B, length=T, seed=9),
+        frames_per_step=B * T,
+        usage=False,
+    )
+
+    class Push(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for episode in pushes.get(batch + 1, []):
+                callback.add_episode(episode)
+
+    small_model().fit(
+        random_batches(4), epochs=1, verbose=0, callbacks=[Push(), callback]
+    )
+    lines = {line["step"]: line for line in read_jsonl(tmp_path / "metrics.jsonl")}
+    for step, pushed in ((2, episodes[:2]), (4, episodes[2:])):
+        assert lines[step]["episode/count"] == len(pushed)
+        assert lines[step]["episode/score"] == np.mean([e.score for e in pushed])
+        assert lines[step]["episode/length"] == np.mean([e.length for e in pushed])
+    videos = sorted(os.listdir(tmp_path / "media"))
+    assert [v for v in videos if v.startswith("episode_policy_image")] == [
+        "episode_policy_image_2.gif",
+        "episode_policy_image_4.gif",
+    ]
+    with Image.open(tmp_path / "media" / "episode_policy_image_4.gif") as gif:
+        assert gif.n_frames == episodes[2].length  # the latest episode's video

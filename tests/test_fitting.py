@@ -70,3 +70,16 @@ def test_first_step_guard_is_a_callback_instance():
 
 def test_batch_frames_counts_batch_times_length():
     assert float(fitting.batch_frames({"is_first": np.zeros((3, 7), bool)})) == 21.0
+
+
+def test_laprop_hands_its_step_logs_over_once():
+    optimizer = kd.optimizers.LaProp(learning_rate=1e-2, agc=0.0, warmup=0)
+    weight = keras.Variable(np.ones(3, "float32"))
+    assert optimizer.take_step_logs() == {}  # before any apply
+    grad = np.float32([1.0, -2.0, 2.0])
+    optimizer.apply([keras.ops.convert_to_tensor(grad)], [weight])
+    logs = optimizer.take_step_logs()
+    assert sorted(logs) == ["opt/grad_norm", "opt/lr"]
+    np.testing.assert_allclose(float(logs["opt/grad_norm"]), np.linalg.norm(grad))
+    np.testing.assert_allclose(float(logs["opt/lr"]), 1e-2, rtol=1e-6)
+    assert optimizer.take_step_logs() == {}  # taken: nothing for another step

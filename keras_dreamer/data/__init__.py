@@ -1,4 +1,4 @@
-"""Data: the replay, the online collector and the offline dataset.
+"""Data: the replay, the acting driver, the online collector and the offline dataset.
 
 Examples:
     >>> import keras_dreamer as kd
@@ -15,6 +15,9 @@ from keras_dreamer.data.dataset import ArraySpec
 from keras_dreamer.data.dataset import OfflineDataset
 from keras_dreamer.data.dataset import ReplayDataset
 from keras_dreamer.data.dataset import batch_spec
+from keras_dreamer.data.driver import Driver
+from keras_dreamer.data.driver import Episode
+from keras_dreamer.data.driver import EpisodeStats
 from keras_dreamer.data.evaluate import Evaluator
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.data.replay_files import CorruptReplayError
@@ -24,6 +27,9 @@ __all__ = [
     "Collector",
     "CollectorStopped",
     "CorruptReplayError",
+    "Driver",
+    "Episode",
+    "EpisodeStats",
     "Evaluator",
     "OfflineDataset",
     "RandomPolicy",

@@ -7,12 +7,11 @@ import time
 
 import numpy as np
 
-from keras_dreamer.batch import LOG_PREFIX
 from keras_dreamer.data.dataset import ReplayDataset
+from keras_dreamer.data.driver import Driver
+from keras_dreamer.data.driver import EpisodeStats
 from keras_dreamer.data.replay import Replay
 from keras_dreamer.envs import ProcessEnvs
-from keras_dreamer.envs import as_env
-from keras_dreamer.envs import make
 
 DEFAULT_CAPACITY = 100_000
 
@@ -87,16 +86,21 @@ class Collector(ReplayDataset):
     replayed steps per env step, as in DreamerV3 (32 for Atari, 512 for
     Crafter).
 
-    Each replay step pairs obs t with the action the policy chose at obs t
-    (worker i is env i). The policy is batched over envs: it gets a dict of
-    arrays `[N, ...]` (obs keys, `reward`, `is_first`, `is_last`,
-    `is_terminal`) and returns actions `[N, A]` in batch format (or `[N]`
-    indices for a discrete space). A stateful policy resets its state where
-    `is_first` is True. Assign `collector.policy` to change it later.
+    The envs are stepped by a `kd.data.Driver` (`collector.driver`). Each
+    replay step pairs obs t with the action the policy chose at obs t and
+    the policy's `extras()` for that step, if it has them (worker i is env
+    i). The policy is batched over envs: it gets a dict of arrays `[N, ...]`
+    (obs keys, `reward`, `is_first`, `is_last`, `is_terminal`) and returns
+    actions `[N, A]` in batch format (or `[N]` indices for a discrete
+    space). A stateful policy resets its state where `is_first` is True.
+    Assign `collector.policy` to change it later.
 
-    Episode statistics accumulate until `drain_metrics()` returns them.
-    The frames of the latest finished episode of env 0 (every image key)
-    are kept for `episode_video()`, DreamerV3's `policy_<key>` video.
+    Finished episodes go to `collector.episodes` (a `kd.data.EpisodeStats`),
+    whose statistics accumulate until `drain_metrics()` returns them, and to
+    every listener added with `add_episode_listener` (the way
+    `kd.DreamerReportCallback` receives them). The frames of the latest
+    finished episode of env 0 (every image key) are kept for
+    `episode_video()`, DreamerV3's `policy_<key>` video.
     On TensorFlow, `fit` runs the dataset in a tf.data thread, samples two
     extra batches to infer the signature and prefetches ahead of training;
     all state changes happen under a lock.
@@ -150,12 +154,28 @@ class Collector(ReplayDataset):
         episode_video_frames=500,
         **kwargs,
     ):
-        envs, self._batch = _build_envs(env)
+        if (
+            isinstance(episode_video_frames, bool)
+            or not isinstance(episode_video_frames, int)
+            or episode_video_frames < 0
+        ):
+            raise ValueError(
+                "episode_video_frames must be an int >= 0, got "
+                f"{episode_video_frames!r}."
+            )
+        driver = Driver(
+            env,
+            policy=None,
+            video_workers=(0,) if episode_video_frames else (),
+            video_frames=episode_video_frames,
+        )
         if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)):
             raise ValueError(f"train_ratio must be a number > 0, got {train_ratio!r}.")
         if not 0 < train_ratio < math.inf:
             raise ValueError(f"train_ratio must be a number > 0, got {train_ratio!r}.")
+        envs = driver.envs
         env_seeds, policy_seed, replay_seed = _seeds(seed, len(envs))
+        driver.seeds = env_seeds
         if replay is None:
             replay = Replay(DEFAULT_CAPACITY, seed=replay_seed)
         if replay.capacity < len(envs) * batch_length:
@@ -165,12 +185,13 @@ class Collector(ReplayDataset):
             )
         super().__init__(
             replay,
-            self._batch.obs_space,
-            self._batch.act_space,
+            driver.obs_space,
+            driver.act_space,
             batch_size,
             batch_length,
             **kwargs,
         )
+        self.driver = driver
         self.envs = envs
         self.train_ratio = float(train_ratio)
         if prefill is None:
@@ -188,32 +209,46 @@ class Collector(ReplayDataset):
             },
             act_space=self.act_space.get_config(),
         )
-        self._env_seeds = env_seeds
-        self._obs = [None] * len(envs)
         # Exact fractions, so e.g. 32/3 env steps per batch never drifts.
         self._steps_per_batch = fractions.Fraction(batch_size * batch_length) / (
             fractions.Fraction(train_ratio)
         )
         self._credit = fractions.Fraction(0)
         self._prefilled = False
-        self._episode = [(0.0, 0, {}) for _ in range(len(envs))]
-        self._finished = []
         self._drained_steps = 0
         self._drained_time = None
-        if (
-            isinstance(episode_video_frames, bool)
-            or not isinstance(episode_video_frames, int)
-            or episode_video_frames < 0
-        ):
-            raise ValueError(
-                "episode_video_frames must be an int >= 0, got "
-                f"{episode_video_frames!r}."
-            )
         self.episode_video_frames = episode_video_frames
-        self._image_keys = [k for k, s in self.obs_space.items() if s.is_image]
-        self._frames = {key: [] for key in self._image_keys}
-        self._video = None
+        self.episodes = EpisodeStats()
+        driver.on_step(lambda step, worker: self.replay.add(step, worker=worker))
+        driver.on_episode(self.episodes.add)
         self._stopped = threading.Event()
+
+    @property
+    def policy(self):
+        """The policy the envs are stepped with (assignable)."""
+        return self.driver.policy
+
+    @policy.setter
+    def policy(self, policy):
+        self.driver.policy = policy
+
+    def add_episode_listener(self, listener):
+        """Pushes every finished episode to `listener` (e.g. the callback's
+        `add_episode`), first those finished since the last `drain_metrics()`.
+
+        Args:
+            listener: a callable taking a `kd.data.Episode`; it runs on the
+                thread that collects (on TensorFlow, a tf.data thread).
+        """
+        with self._lock:
+            for episode in self.episodes.pending():
+                listener(episode)
+            self.driver.on_episode(listener)
+
+    def remove_episode_listener(self, listener):
+        """Stops pushing episodes to `listener` (at once: no wait for a batch
+        being collected)."""
+        self.driver.remove_listener(listener)
 
     def stop(self, timeout=10.0):
         """Stops collecting: for the end of `fit`, normal or interrupted.
@@ -253,8 +288,7 @@ class Collector(ReplayDataset):
             uint8 `[T, H, W, C]` frames (`[T, H, W, 1]` for 2-D images), the
             first `episode_video_frames` obs of the episode, first included.
         """
-        with self._lock:
-            return None if self._video is None else dict(self._video)
+        return self.episodes.video()
 
     def collect(self, steps):
         """Step every env until at least `steps` env steps were added.
@@ -272,8 +306,13 @@ class Collector(ReplayDataset):
                 self._step_envs()
             return rounds * len(self.envs)
 
-    def drain_metrics(self):
+    def drain_metrics(self, episodes=True):
         """What was produced since the last call.
+
+        Args:
+            episodes: include the statistics of the episodes finished since
+                the last call; False drops them (for a caller whose episode
+                listener, e.g. `kd.DreamerReportCallback`, has them already).
 
         Returns:
             A dict of floats: `episode/score` and `episode/length` (means over
@@ -289,29 +328,26 @@ class Collector(ReplayDataset):
             now = time.perf_counter()
             steps = self.env_steps - self._drained_steps
             elapsed = now - (self._drained_time or now)
+            stats = self.episodes.drain()
             metrics = {
-                "episode/count": float(len(self._finished)),
+                "episode/count": stats.pop("episode/count"),
                 "fps/env": steps / elapsed if elapsed > 0 else 0.0,
                 "env/steps": float(self.env_steps),
             }
-            if self._finished:
-                scores, lengths, logs = zip(*self._finished)
-                metrics["episode/score"] = float(np.mean(scores))
-                metrics["episode/length"] = float(np.mean(lengths))
-                for key in logs[0]:
-                    values = [log[key] for log in logs if key in log]
-                    metrics[f"episode/{key}"] = float(np.mean(values))
-            if hasattr(self._batch, "restarts"):
-                metrics["env/restarts"] = float(sum(self._batch.restarts))
+            if episodes:
+                metrics.update(stats)
+            else:
+                del metrics["episode/count"]
+            if isinstance(self.envs, ProcessEnvs):
+                metrics["env/restarts"] = float(self.driver.restarts)
             metrics.update(super().drain_metrics())
-            self._finished = []
             self._drained_steps = self.env_steps
             self._drained_time = now
             return metrics
 
     def close(self):
         """Close every env (and stop the env processes of a `ProcessEnvs`)."""
-        self._batch.close()
+        self.driver.close()
 
     def _next_batch(self):
         self._check_stopped()
@@ -346,119 +382,7 @@ class Collector(ReplayDataset):
         self._check_stopped()
         if self._drained_time is None:
             self._drained_time = time.perf_counter()
-        if self._obs[0] is None:
-            self._obs = list(self._batch.reset(self._env_seeds))
-        obs = [
-            {k: v for k, v in o.items() if not k.startswith(LOG_PREFIX)}
-            for o in self._obs
-        ]
-        actions = self._actions(
-            {key: np.stack([o[key] for o in obs]) for key in obs[0]}
-        )
-        extras = getattr(self.policy, "extras", dict)()  # e.g. latents to store
-        for i in range(len(obs)):
-            step = {key: value[i] for key, value in extras.items()}
-            self.replay.add({**obs[i], "action": actions[i], **step}, worker=i)
-            if i == 0:
-                self._record_frame(self._obs[0])
-            self._account(i, self._obs[i])
-        # One step of all envs at once (in parallel for `ProcessEnvs`).
-        self._obs = list(self._batch.step(actions))
-        self.env_steps += len(obs)
-
-    def _actions(self, obs):
-        """The policy's actions for all envs, checked, as float32 `[N, A]`."""
-        count, space = len(self.envs), self.act_space
-        actions = np.asarray(self.policy(obs))
-        flat = actions.reshape(count, -1) if actions.ndim > 2 else actions
-        valid = flat.shape == (count, space.width)
-        if not valid and not (space.discrete and actions.shape == (count,)):
-            expected = f"({count}, {space.width})"
-            if space.discrete:
-                expected += f" or ({count},)"
-            elif len(space.shape) > 1:
-                expected += f" or ({count}, {', '.join(map(str, space.shape))})"
-            raise ValueError(
-                f"The policy returned actions of shape {actions.shape}; expected "
-                f"{expected} for {count} env(s) and {space}."
-            )
-        try:
-            return np.stack([self._encode(action) for action in flat])
-        except ValueError as err:
-            raise ValueError(f"The policy returned an invalid action: {err}") from None
-
-    def _encode(self, action):
-        space = self.act_space
-        if not space.discrete:
-            action = np.asarray(action, np.float32).reshape(space.shape)
-        return space.encode(action)
-
-    def _record_frame(self, obs):
-        if not self._image_keys or not self.episode_video_frames:
-            return
-        if obs["is_first"]:
-            self._frames = {key: [] for key in self._image_keys}
-        for key, frames in self._frames.items():
-            if len(frames) < self.episode_video_frames:
-                frame = np.array(obs[key], np.uint8)
-                frames.append(frame[..., None] if frame.ndim == 2 else frame)
-        if obs["is_last"] and all(self._frames.values()):
-            self._video = {k: np.stack(v) for k, v in self._frames.items()}
-            self._frames = {key: [] for key in self._image_keys}
-
-    def _account(self, i, obs):
-        score, length, _ = (0.0, 0, {}) if obs["is_first"] else self._episode[i]
-        logs = {
-            key: float(value)
-            for key, value in obs.items()
-            if key.startswith(LOG_PREFIX)
-        }
-        self._episode[i] = (score + float(obs["reward"]), length + 1, logs)
-        if obs["is_last"]:
-            self._finished.append(self._episode[i])
-
-
-def _build_envs(env):
-    """`(envs, batch)`: the envs as given and an object stepping all at once.
-
-    `env` is a `ProcessEnvs` (its own batch), or an env, a name or a list of
-    either (one checked env per worker, stepped one after the other).
-    """
-    if isinstance(env, ProcessEnvs):
-        if env.closed:
-            raise ValueError("Collector got a closed ProcessEnvs.")
-        return env, env
-    items = env if isinstance(env, (list, tuple)) else [env]
-    envs = [as_env(make(e) if isinstance(e, str) else e) for e in items]
-    if not envs:
-        raise ValueError("Collector needs at least one env.")
-    for i, other in enumerate(envs[1:], 1):
-        if (other.obs_space, other.act_space) != (envs[0].obs_space, envs[0].act_space):
-            raise ValueError(
-                f"Collector env {i} has spaces {other.obs_space}, {other.act_space} "
-                f"but env 0 has {envs[0].obs_space}, {envs[0].act_space}. All envs "
-                "must match."
-            )
-    return envs, _SerialEnvs(envs)
-
-
-class _SerialEnvs:
-    """A list of in-process envs behind `ProcessEnvs`'s reset/step/close."""
-
-    def __init__(self, envs):
-        self.envs = envs
-        self.obs_space = envs[0].obs_space
-        self.act_space = envs[0].act_space
-
-    def reset(self, seeds):
-        return [env.reset(seed=seed) for env, seed in zip(self.envs, seeds)]
-
-    def step(self, actions):
-        return [env.step(action) for env, action in zip(self.envs, actions)]
-
-    def close(self):
-        for env in self.envs:
-            env.close()
+        self.env_steps += self.driver.step()
 
 
 def _seeds(seed, count):

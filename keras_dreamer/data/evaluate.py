@@ -2,16 +2,16 @@
 
 import numpy as np
 
-from keras_dreamer.envs import as_env
-from keras_dreamer.envs import make
+from keras_dreamer.data.driver import Driver
 
 
 class Evaluator:
     """Plays whole episodes on its own env and returns their mean score.
 
     Calling it plays `episodes` episodes one after the other on `env` with
-    `policy` (batched over one env: it gets obs `[1, ...]` and returns
-    actions `[1, A]`, e.g. `agent.make_policy("eval")`), and returns
+    `policy`, stepped by a `kd.data.Driver` (the policy is batched over one
+    env: it gets obs `[1, ...]` and returns actions `[1, A]`, e.g.
+    `agent.make_policy("eval")`), and returns
     `eval/episode/score` and `eval/episode/length`, the means over those
     episodes (a length counts the obs, the first included, as the
     collector's `episode/length`). An episode is cut after `max_steps` env
@@ -46,7 +46,6 @@ class Evaluator:
     """
 
     def __init__(self, env, policy, episodes=1, max_steps=10_000, seed=None):
-        self.env = as_env(make(env) if isinstance(env, str) else env)
         if not callable(policy):
             raise ValueError(f"Evaluator needs a callable policy, got {policy!r}.")
         for name, value in (("episodes", episodes), ("max_steps", max_steps)):
@@ -54,63 +53,46 @@ class Evaluator:
                 raise ValueError(
                     f"Evaluator {name} must be an int >= 1, got {value!r}."
                 )
-        self.policy = policy
+        self.driver = Driver(env, policy, video_workers=(), max_steps=max_steps)
+        self.env = self.driver.envs[0]
         self.episodes = episodes
         self.max_steps = max_steps
         self.act_space = self.env.act_space
         self._seed = seed
         self._reset_count = 0
+        self._finished = []
+        self.driver.on_episode(self._finished.append)
+
+    @property
+    def policy(self):
+        """The policy the episodes are played with (assignable)."""
+        return self.driver.policy
+
+    @policy.setter
+    def policy(self, policy):
+        self.driver.policy = policy
 
     def __call__(self):
         """Plays `episodes` episodes; returns the mean score and length."""
-        scores, lengths, cuts = [], [], []
-        for _ in range(self.episodes):
-            score, length, cut = self._episode()
-            scores.append(score)
-            lengths.append(length)
-            cuts.append(cut)
+        played = [self._episode() for _ in range(self.episodes)]
         return {
-            "eval/episode/score": float(np.mean(scores)),
-            "eval/episode/length": float(np.mean(lengths)),
-            "eval/episode/cut": float(np.mean(cuts)),
+            "eval/episode/score": float(np.mean([e.score for e in played])),
+            "eval/episode/length": float(np.mean([e.length for e in played])),
+            "eval/episode/cut": float(np.mean([e.cut for e in played])),
         }
 
     def close(self):
         """Closes the env."""
-        self.env.close()
+        self.driver.close()
 
     def _episode(self):
         seed = None
         if self._seed is not None:
-            seed = int(
-                np.random.SeedSequence([self._seed, self._reset_count]).generate_state(
-                    1
-                )[0]
-            )
+            entropy = [self._seed, self._reset_count]
+            seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
         self._reset_count += 1
-        obs = self.env.reset(seed=seed)
-        score, length = 0.0, 0
-        for _ in range(self.max_steps):
-            score += float(obs["reward"])
-            length += 1
-            if obs["is_last"]:
-                return score, length, False
-            batched = {
-                k: np.asarray(v)[None]
-                for k, v in obs.items()
-                if not k.startswith("log/")
-            }
-            action = np.asarray(self.policy(batched))
-            action = action.reshape(1, -1)[0] if action.ndim > 1 else action[0]
-            obs = self.env.step(self._encode(action))
-        score += float(obs["reward"])
-        length += 1
-        return score, length, not bool(obs["is_last"])
-
-    def _encode(self, action):
-        space = self.act_space
-        if not space.discrete:
-            action = np.asarray(action, np.float32).reshape(space.shape)
-        elif np.ndim(action) == 0:
-            action = int(action)
-        return space.encode(action)
+        self.driver.reset([seed])
+        self._finished.clear()
+        while not self._finished:
+            self.driver.step()
+        return self._finished[0]

@@ -3,7 +3,8 @@
 `load_policy(logdir)` rebuilds a run's agent from its operative config
 (`LOGDIR/config.gin`) and a checkpoint, and returns its stateful policy.
 `evaluate_run(logdir)` plays episodes with that policy on the run's env
-(in env processes when the run trained with them) and writes
+(in env processes when the run trained with them), stepped by a
+`kd.data.Driver` like training's, and writes
 `LOGDIR/eval/<step>/episodes.jsonl` (and GIFs with `video=True`). Neither
 trains nor writes anything else of the run: its logs, checkpoints and
 replay are only read.
@@ -17,6 +18,7 @@ import numpy as np
 
 from keras_dreamer import checkpoint
 from keras_dreamer import envs
+from keras_dreamer.data.driver import Driver
 from keras_dreamer.logger.media import gif_bytes
 from keras_dreamer.train import job
 from keras_dreamer.train.errors import ConfigError
@@ -123,19 +125,31 @@ def evaluate_run(
     if count > 1:
         env = envs.ProcessEnvs(env_factory(seed=seed), count, seed=[seed, 1])
     else:
-        env = _SingleEnv(make_env(seed=seed))
+        env = make_env(seed=seed)
     try:
-        played = _play(env, policy, episodes, video, seed, max_steps)
-    finally:
+        driver = Driver(
+            env,
+            policy,
+            video_workers="all" if video else (),
+            max_steps=max_steps,
+        )
+    except BaseException:
         env.close()
+        raise
+    episode_list = _EpisodeList(episodes)
+    driver.on_episode(episode_list.add)
+    try:
+        played = _play(driver, episode_list, seed)
+    finally:
+        driver.close()
     ckpt_step = int(state["step"])
     directory = os.path.join(logdir, EVAL_DIR, str(ckpt_step))
-    _write(directory, played, ckpt_step)
-    scores = [episode["score"] for episode in played]
+    _write(directory, played, ckpt_step, _video_key(driver) if video else None)
+    scores = [episode.score for episode in played]
     return {
         "step": ckpt_step,
         "scores": scores,
-        "lengths": [episode["length"] for episode in played],
+        "lengths": [episode.length for episode in played],
         "mean": float(np.mean(scores)),
         "std": float(np.std(scores)),
         "directory": directory,
@@ -201,86 +215,62 @@ def _parse_config(logdir):
         raise ConfigError(f"bad config {path!r}: {error}") from None
 
 
-class _SingleEnv:
-    """One in-process env behind the `ProcessEnvs` protocol (lists of obs);
-    it resets itself after an episode's last obs, as an env process does."""
+class _EpisodeList:
+    """An episode listener that keeps the episodes to evaluate, in the order
+    they started: each env's episode gets the next place when it starts, while
+    places are left; an env whose episode was cut plays no more until the next
+    round (a reset of all envs)."""
 
-    def __init__(self, env):
-        self.env = envs.as_env(env)
-        self.act_space = self.env.act_space
-        self._last = False
+    def __init__(self, episodes):
+        self.episodes = episodes
+        self.played = []  # an Episode, or None while it runs
+        self._place = {}  # worker -> its running episode's index in `played`
 
-    def __len__(self):
-        return 1
+    @property
+    def running(self):
+        """Whether an env plays an episode that has a place."""
+        return bool(self._place)
 
-    def reset(self, seeds):
-        self._last = False
-        return [self.env.reset(seed=seeds[0])]
+    def start_round(self, count):
+        """All `count` envs were reset: each gets a place while any is left."""
+        self._place = {}
+        for worker in range(count):
+            self._take_place(worker)
 
-    def step(self, actions):
-        if self._last:
-            obs = self.env.reset()
-        else:
-            obs = self.env.step(actions[0])
-        self._last = bool(obs["is_last"])
-        return [obs]
+    def add(self, episode):
+        index = self._place.pop(episode.worker, None)
+        if index is None:  # no place: an episode beyond those asked for
+            return
+        self.played[index] = episode
+        if not episode.cut:  # the env's next episode starts now
+            self._take_place(episode.worker)
 
-    def close(self):
-        self.env.close()
-
-
-def _play(env, policy, episodes, video, seed, max_steps):
-    """Plays `episodes` episodes on the envs of `env` at once; returns them
-    in the order they started."""
-    count = len(env)
-    played = []
-    while len(played) < episodes:  # again only after an episode was cut
-        seeds = np.random.SeedSequence([seed, 2, len(played)]).generate_state(count)
-        obs = env.reset(seeds.tolist())
-        _play_from_reset(env, obs, policy, episodes, video, played, max_steps)
-    return played[:episodes]
+    def _take_place(self, worker):
+        if len(self.played) < self.episodes:
+            self._place[worker] = len(self.played)
+            self.played.append(None)
 
 
-def _play_from_reset(env, obs, policy, episodes, video, played, max_steps):
-    """Steps all envs from their first obs until no env has an episode left to
-    play. An env whose episode ended starts the next one (its next obs is
-    the first of a new episode); one whose episode was cut plays no more."""
-    image_key = next((k for k, v in obs[0].items() if np.ndim(v) == 3), None)
-    started = []  # the index in `played` of each env's episode, or None
-    for _ in obs:
-        started.append(len(played) if len(played) < episodes else None)
-        if started[-1] is not None:
-            played.append(_new_episode(video))
-    while any(episode is not None for episode in started):
-        for i, episode in enumerate(started):
-            if episode is None:
-                continue
-            record = played[episode]
-            record["score"] += float(obs[i]["reward"])
-            record["length"] += 1
-            if video and image_key is not None:
-                record["frames"].append(np.asarray(obs[i][image_key]))
-            if obs[i]["is_last"] and len(played) < episodes:
-                started[i] = len(played)
-                played.append(_new_episode(video))
-            elif obs[i]["is_last"] or record["length"] > max_steps:
-                record["cut"] = not obs[i]["is_last"]
-                started[i] = None
-        if all(episode is None for episode in started):
-            break
-        batch = {
-            k: np.stack([np.asarray(o[k]) for o in obs])
-            for k in obs[0]
-            if not k.startswith("log/")
-        }
-        obs = env.step(np.asarray(policy(batch)))
+def _play(driver, episode_list, seed):
+    """Plays until `episode_list` holds all its episodes; returns them."""
+    # A new round only after an episode was cut (its env played no more).
+    while len(episode_list.played) < episode_list.episodes:
+        played = len(episode_list.played)
+        seeds = np.random.SeedSequence([seed, 2, played]).generate_state(len(driver))
+        driver.reset(seeds.tolist())
+        episode_list.start_round(len(driver))
+        while episode_list.running:
+            driver.step()
+    return episode_list.played
 
 
-def _new_episode(video):
-    return {"score": 0.0, "length": 0, "cut": False, "frames": [] if video else None}
+def _video_key(driver):
+    """The image key of the eval GIFs: the first one of shape (H, W, C)."""
+    keys = [k for k in driver.image_keys if len(driver.obs_space[k].shape) == 3]
+    return keys[0] if keys else None
 
 
-def _write(directory, played, step):
+def _write(directory, played, step, video_key):
     os.makedirs(directory, exist_ok=True)
     lines = []
     for index, episode in enumerate(played):
@@ -288,17 +278,17 @@ def _write(directory, played, step):
             json.dumps(
                 {
                     "episode": index,
-                    "score": episode["score"],
-                    "length": episode["length"],
+                    "score": episode.score,
+                    "length": episode.length,
                     "step": step,
-                    "cut": episode["cut"],
+                    "cut": episode.cut,
                 }
             )
         )
-        if episode["frames"]:
+        if video_key is not None and episode.frames:
             path = os.path.join(directory, f"episode_{index}.gif")
             with open(path, "wb") as file:
-                file.write(gif_bytes(np.stack(episode["frames"])))
+                file.write(gif_bytes(episode.frames[video_key]))
     path = os.path.join(directory, EPISODES_FILE)
     with open(path + ".tmp", "w") as file:
         file.write("".join(line + "\n" for line in lines))
