@@ -1,6 +1,6 @@
 """The one place that asks which Keras backend runs.
 
-One module per backend (`jax`, `tensorflow`) gives the same set of names,
+One module per backend (`jax`, `tensorflow`, `torch`) gives the same set of names,
 and this package exports the running backend's, as Keras's own
 `keras.src.backend` does:
 
@@ -25,7 +25,7 @@ a module here, `name()` works and every other name raises
 
 import keras
 
-SUPPORTED = ("jax", "tensorflow")
+SUPPORTED = ("jax", "tensorflow", "torch")
 
 
 def name():
@@ -42,12 +42,14 @@ if name() == "jax":
     from keras_dreamer.backend.jax import *  # noqa: F403
 elif name() == "tensorflow":
     from keras_dreamer.backend.tensorflow import *  # noqa: F403
+elif name() == "torch":
+    from keras_dreamer.backend.torch import *  # noqa: F403
 else:
 
     def __getattr__(attribute):
         if attribute.startswith("__"):
             raise AttributeError(attribute)
         raise NotImplementedError(
-            f"keras_dreamer supports the {' and '.join(SUPPORTED)} backends, "
+            f"keras_dreamer supports the {', '.join(SUPPORTED)} backends, "
             f"not {name()!r} (keras_dreamer.backend.{attribute})."
         )
