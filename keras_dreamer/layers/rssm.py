@@ -415,6 +415,8 @@ class RSSM(keras.layers.Layer):
             (prior) and `rep_ent` (posterior), each `[B, T]`.
         """
         sg = ops.stop_gradient
+        post_logit = ops.convert_to_tensor(post_logit)
+        prior_logit = ops.convert_to_tensor(prior_logit)
         dyn = ops.sum(kdops.categorical_kl(sg(post_logit), prior_logit), -1)
         rep = ops.sum(kdops.categorical_kl(post_logit, sg(prior_logit)), -1)
         if free_nats:
