@@ -69,7 +69,9 @@ def test_conv_values_and_gradients_match_numpy(
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
     y = to_numpy(kdconv.conv2d_same(x, kernel))
     _, (x_grad, k_grad) = value_and_grad(
-        lambda: keras.ops.sum(keras.ops.multiply(kdconv.conv2d_same(x_var, k_var), out_grad)),
+        lambda: keras.ops.sum(
+            keras.ops.multiply(kdconv.conv2d_same(x_var, k_var), out_grad)
+        ),
         [x_var, k_var],
     )
     for got, want in zip((y, to_numpy(x_grad), to_numpy(k_grad)), expected):
@@ -224,7 +226,8 @@ def test_pooled_conv_values_and_gradients_match_numpy(
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
     got = to_numpy(pooled_conv(x, kernel))
     _, grads = value_and_grad(
-        lambda: keras.ops.sum(keras.ops.multiply(pooled_conv(x_var, k_var), out_grad)), [x_var, k_var]
+        lambda: keras.ops.sum(keras.ops.multiply(pooled_conv(x_var, k_var), out_grad)),
+        [x_var, k_var],
     )
     for name, value, want in zip(
         ("values", "input gradient", "kernel gradient"),

@@ -201,7 +201,8 @@ def test_block_matmul_values_and_gradients_match_numpy():
     )
     x_var, k_var = keras.Variable(x), keras.Variable(kernel)
     _, (x_grad, k_grad) = value_and_grad(
-        lambda: ops.sum(ops.multiply(backend.block_matmul(x_var, k_var), out_grad)), [x_var, k_var]
+        lambda: ops.sum(ops.multiply(backend.block_matmul(x_var, k_var), out_grad)),
+        [x_var, k_var],
     )
     np.testing.assert_allclose(
         ops.convert_to_numpy(x_grad),

@@ -14,7 +14,8 @@ and this package exports the running backend's, as Keras's own
   `fit` runs, or None to read the variables) and `FIT_DETACHES_VARIABLES`;
 - processes and devices: `process_count`, `process_index`,
   `local_device_count`, `on_cpu`, `device_memory`, `wait_for_devices`,
-  `SUPPORTS_DISTRIBUTION` and what `keras_dreamer.distribute` builds on;
+  `SUPPORTS_DISTRIBUTION`, `DISTRIBUTION_LIMITS` (why not) and what
+  `keras_dreamer.distribute` builds on;
 - kernels and their speed rules: `conv2d_same`, `matmul_kernel_grad`,
   `pool_conv_on_blocks`, `block_matmul`.
 

@@ -17,12 +17,19 @@ from keras_dreamer.backend import common
 
 NAME = "torch"
 SUPPORTS_DISTRIBUTION = False
+# Why `kd.distribute` refuses several devices or processes here.
+DISTRIBUTION_LIMITS = (
+    "On PyTorch, Keras 3.15 applies keras.distribution only in its JAX "
+    "trainer, and keras-dreamer does not wrap the torch trainer in "
+    "torch.distributed (DDP)."
+)
 FIT_DETACHES_VARIABLES = False
 
 __all__ = [
     "NAME",
     "SUPPORTS_DISTRIBUTION",
     "FIT_DETACHES_VARIABLES",
+    "DISTRIBUTION_LIMITS",
     "acting_snapshot",
     "assign_local",
     "block_matmul",
