@@ -89,7 +89,9 @@ def value_and_grad(fn, variables, jit=False):
         import torch
 
         value = fn()
-        grads = torch.autograd.grad(value, [v.value for v in variables])
+        values = [v.value for v in variables]
+        # None for a variable the value does not depend on, as on TensorFlow.
+        grads = torch.autograd.grad(value, values, allow_unused=True)
         return value.detach(), list(grads)
     import tensorflow as tf
 
