@@ -120,11 +120,17 @@ def main():
         "--rounds", type=int, default=1, help="repeat the whole set, alternating"
     )
     parser.add_argument("--timeout", type=int, default=3600)
+    parser.add_argument(
+        "--no-flops",
+        dest="count_flops",
+        action="store_false",
+        help="skip counting FLOPs (one JAX process per preset and kind)",
+    )
     args = parser.parse_args()
     overrides = {"mults": args.mults} if args.mults else {}
     print(f"CPU: {cpu_model()}; load average at start {load_average()}", flush=True)
     flop, ref_flop = {}, {}
-    for preset in args.presets:
+    for preset in args.presets if args.count_flops else []:
         for kind in ("world_model", "agent"):
             count = count_update_flops(
                 kind,
@@ -157,15 +163,17 @@ def main():
             result = run_worker(WORKER, config, args.timeout)
             if "median_s" in result:
                 rate, pct = gflops_line(
-                    flop[preset, kind], result["median_s"], result["ceiling_gflops"]
+                    flop.get((preset, kind)),
+                    result["median_s"],
+                    result["ceiling_gflops"],
                 )
                 _, ref_pct = gflops_line(
-                    ref_flop[preset, kind],
+                    ref_flop.get((preset, kind)),
                     result["median_s"],
                     result["ceiling_gflops"],
                 )
                 result.update(
-                    flop=flop[preset, kind],
+                    flop=flop.get((preset, kind)),
                     gflops=rate,
                     pct_ceiling=pct,
                     reference_pct_ceiling=ref_pct,
