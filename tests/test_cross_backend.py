@@ -85,7 +85,7 @@ def test_a_keras_file_moves_to_another_backend_and_back(other, tmp_path):
     saved = tmp_path / "here.keras"
     agent.save(saved)
     files = [tmp_path / name for name in ("there.npz", "there.keras", "after.npz")]
-    result = run_python(CONTINUE, saved, *files, backend=other)
+    result = run_python(CONTINUE, saved, *files, backend=other, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split()[-1] == other
 
