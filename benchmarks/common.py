@@ -21,6 +21,8 @@ def run_worker(code, config, timeout=3600, env=None):
         "KERAS_BACKEND": config["backend"],
         "KD_ROOT": ROOT,
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        # What `import keras_dreamer` sets; workers import Keras first.
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         **(env or {}),
     }
     return run_code(sys.executable, code, config, env, timeout)

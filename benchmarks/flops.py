@@ -77,6 +77,14 @@ def matmul_ceiling(n=2048, repeats=8):
         def run():
             f(x, x).block_until_ready()
 
+    elif backend == "torch":
+        import torch
+
+        x = torch.from_numpy(a)
+
+        def run():
+            torch.matmul(x, x)
+
     else:
         import tensorflow as tf
 

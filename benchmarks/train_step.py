@@ -92,7 +92,7 @@ print("RESULT " + json.dumps({
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"])
+    parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow", "torch"])
     parser.add_argument("--presets", nargs="+", default=["debug", "size1m", "size12m"])
     parser.add_argument("--steps", type=int, default=5, help="timed updates")
     parser.add_argument("--batch", type=int, default=16)

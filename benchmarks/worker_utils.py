@@ -73,6 +73,15 @@ def device_info():
                 "device": device.device_kind,
                 "peak_device_gb": None if peak is None else round(peak / 2**30, 2),
             }
+        if backend == "torch":
+            import torch
+
+            if not torch.cuda.is_available():
+                return {"device": "cpu", "peak_device_gb": None}
+            return {
+                "device": torch.cuda.get_device_name(0),
+                "peak_device_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            }
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")

@@ -1,7 +1,7 @@
 """keras-dreamer: DreamerV3's RSSM world model as Keras 3 layers.
 
-Set `KERAS_BACKEND` ("jax" or "tensorflow") before importing Keras or this
-package. Submodules load on first use, so `import keras_dreamer` is cheap and
+Set `KERAS_BACKEND` ("jax", "tensorflow" or "torch") before importing Keras or
+this package. Submodules load on first use, so `import keras_dreamer` is cheap and
 `keras_dreamer.logger` can be used without importing Keras at all.
 
 Examples:
@@ -11,6 +11,14 @@ Examples:
 """
 
 import importlib
+import os
+
+# PyTorch's OpenMP threads spin between operations unless told to sleep; with
+# Keras's many small ops that spinning takes the CPU from the thread that
+# dispatches them (see docs/backends.md). OpenMP reads this once, when PyTorch
+# loads, so it only helps if this package is imported first; a value already
+# set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from keras_dreamer.spaces import Box
 from keras_dreamer.spaces import Discrete

@@ -7,6 +7,8 @@ model's observation space (images uint8 `[B, T, H, W, C]`, vectors float32),
 `is_first`, `is_last`, `is_terminal` `[B, T]`.
 """
 
+import keras
+import ml_dtypes
 import numpy as np
 
 from keras_dreamer.spaces import Discrete
@@ -43,7 +45,8 @@ def _dtype(value):
     dtype = getattr(value, "dtype", None)
     if dtype is None:
         return np.asarray(value).dtype
-    return np.dtype(getattr(dtype, "as_numpy_dtype", dtype))
+    name = keras.backend.standardize_dtype(dtype)  # any backend's dtype
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
 
 
 def _is_float(dtype):

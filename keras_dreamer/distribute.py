@@ -31,8 +31,11 @@ Support by backend (Keras 3.15):
   `keras.distribution` (its TensorFlow `distribution_lib` is an unused DTensor
   prototype without `initialize`), and `fit` under
   `tf.distribute.MirroredStrategy` fails on the bool flags of the batch (see
-  `TF_UNSUPPORTED`). Asking for more than one device or process there raises
-  `DistributionError`; nothing silently falls back to one device.
+  `unsupported_message`). Asking for more than one device or process there
+  raises `DistributionError`; nothing silently falls back to one device.
+- **PyTorch**: one device only, likewise: Keras's torch trainer ignores
+  `keras.distribution`, and keras-dreamer does not wrap it in
+  `torch.distributed` (DDP). The same `DistributionError` names JAX as the way.
 """
 
 import contextlib
@@ -50,15 +53,22 @@ ENV_PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
 
 DATA_PARALLEL = "data_parallel"
 
-TF_UNSUPPORTED = (
-    "Data-parallel and multi-process training need the JAX backend "
-    "(KERAS_BACKEND=jax or --backend jax). On TensorFlow, Keras 3.15 applies "
-    "keras.distribution only in its JAX trainer, and its TensorFlow trainer "
-    "under tf.distribute.MirroredStrategy fails on this batch format: before "
-    "the first step it averages the replicas' first batch (MEAN reduce), "
-    "which TensorFlow cannot do for the bool is_first/is_last/is_terminal "
-    "flags (InvalidArgumentError: AddN of bool)."
-)
+
+def unsupported_message():
+    """Why this backend refuses several devices or processes: JAX is the way.
+
+    Returns:
+        One paragraph: the JAX backend is needed, and the running backend's
+        reason (`keras_dreamer.backend.DISTRIBUTION_LIMITS`).
+
+    Examples:
+        >>> unsupported_message().startswith("Data-parallel and multi-process")
+        True
+    """
+    return (
+        "Data-parallel and multi-process training need the JAX backend "
+        "(KERAS_BACKEND=jax or --backend jax). " + backend.DISTRIBUTION_LIMITS
+    ).strip()
 
 
 class DistributionError(ValueError):
@@ -127,7 +137,8 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
         True if a multi-process run was initialised by this call.
 
     Raises:
-        DistributionError: on TensorFlow (multi-process training needs JAX),
+        DistributionError: on TensorFlow or PyTorch (multi-process training
+            needs JAX),
             or an address or process id is missing.
 
     Examples:
@@ -138,7 +149,7 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
     if count == 1 or _initialized["done"]:
         return False
     if not backend.SUPPORTS_DISTRIBUTION:
-        raise DistributionError(TF_UNSUPPORTED)
+        raise DistributionError(unsupported_message())
     address = job_addresses or os.environ.get(ENV_JOB_ADDRESSES)
     index = process_id if process_id is not None else os.environ.get(ENV_PROCESS_ID)
     if not address or index is None:
@@ -239,7 +250,7 @@ def make_distribution(spec):
 
     Raises:
         DistributionError: a bad spec, more devices than this process has, or
-            more than one device or process on TensorFlow.
+            more than one device or process on TensorFlow or PyTorch.
 
     Examples:
         >>> make_distribution(None) is None  # one process, one device
@@ -253,7 +264,8 @@ def make_distribution(spec):
         if spec == 1:
             return None
         raise DistributionError(
-            f"train.distribution={spec!r} asks for several devices. " + TF_UNSUPPORTED
+            f"train.distribution={spec!r} asks for several devices. "
+            + unsupported_message()
         )
     local = backend.local_device_count()
     per_process = local if spec in (None, DATA_PARALLEL) else spec
@@ -381,7 +393,7 @@ def local_batch_size(global_batch_size, distribution=None):
 def check_fit(model, batch_size=None):
     """Raises a `DistributionError` if `model.fit` cannot run as set up.
 
-    Checks that a distribution is not set on TensorFlow (where Keras would
+    Checks that a distribution is not set on TensorFlow or PyTorch (where Keras would
     quietly train on one device), that the model's variables were created
     under the current distribution (JAX), and that this process's batch
     divides over its devices.
@@ -396,7 +408,7 @@ def check_fit(model, batch_size=None):
     """
     if not backend.SUPPORTS_DISTRIBUTION:
         if backend.distribution_set(model):
-            raise DistributionError(TF_UNSUPPORTED)
+            raise DistributionError(unsupported_message())
         return
     distribution = current()
     if distribution is None:

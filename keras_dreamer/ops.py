@@ -265,7 +265,7 @@ def straight_through(onehot, logits):
         [0.0, 1.0]
     """
     probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-    return onehot + (probs - ops.stop_gradient(probs))
+    return ops.add(onehot, probs - ops.stop_gradient(probs))
 
 
 def sample_onehot(logits, noise):

@@ -17,6 +17,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # environment patches are not enough under pytest-xdist).
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As `import keras_dreamer` sets it: test modules import Keras (and PyTorch)
+# first, and OpenMP's spinning threads slow PyTorch's ops many times over.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
 

@@ -67,7 +67,7 @@ def moving_square_batch(batch=8, length=16, size=16, seed=0):
 
 
 def value_and_grad(fn, variables, jit=False):
-    """`(fn(), d fn() / d variables)` for Keras variables, on either backend.
+    """`(fn(), d fn() / d variables)` for Keras variables, on any backend.
 
     `jit=True` compiles the whole computation on JAX (much faster than
     JAX's op-by-op execution for a large `fn`); `fn` must then be traceable.
@@ -85,6 +85,14 @@ def value_and_grad(fn, variables, jit=False):
             [v.value for v in variables]
         )
         return value, grads
+    if keras.backend.backend() == "torch":
+        import torch
+
+        value = fn()
+        values = [v.value for v in variables]
+        # None for a variable the value does not depend on, as on TensorFlow.
+        grads = torch.autograd.grad(value, values, allow_unused=True)
+        return value.detach(), list(grads)
     import tensorflow as tf
 
     with tf.GradientTape() as tape:

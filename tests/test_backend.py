@@ -98,4 +98,4 @@ def test_an_unsupported_backend_is_named_in_the_error(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0] == "numpy"
-    assert "supports the jax and tensorflow backends, not 'numpy'" in lines[1]
+    assert "supports the jax, tensorflow, torch backends, not 'numpy'" in lines[1]

@@ -38,6 +38,7 @@ import pytest
 import keras_dreamer as kd
 from keras_dreamer import reference
 from keras_dreamer.batch import LATENT_KEYS
+from tests.helpers import to_numpy
 from tests.helpers import value_and_grad
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
@@ -47,7 +48,7 @@ FORWARD = {"rtol": 1e-4, "atol": 1e-5}
 
 def assert_matches(quantity, ours, theirs, rtol=0.0, atol=0.0):
     """Fails naming the quantity, the worst entry and its error."""
-    ours = np.asarray(ours, np.float64)
+    ours = np.asarray(to_numpy(ours), np.float64)
     theirs = np.asarray(theirs, np.float64)
     assert ours.shape == theirs.shape, (
         f"{quantity}: shape {ours.shape}, the reference's {theirs.shape}"
@@ -192,8 +193,8 @@ def test_each_rssm_step_from_the_same_carry(case):
     ref, wm = case.ref, case.agent.world_model
     rssm = wm.rssm
     start, steps = wm.split_context(case.batch)
-    tokens = np.asarray(wm.encoder({k: steps[k] for k in wm.obs_spaces}))
-    prev_action = np.asarray(wm.previous_actions(steps, start))
+    tokens = to_numpy(wm.encoder({k: steps[k] for k in wm.obs_spaces}))
+    prev_action = to_numpy(wm.previous_actions(steps, start))
     length = tokens.shape[1]
     for t in range(0 if start is not None else 1, length):
         if t == 0:  # from the replay context's stored latent
@@ -275,7 +276,7 @@ def stepped(case):
         variables,
         jit=True,
     )
-    grads_by_path = {v.path: np.asarray(g) for v, g in zip(variables, grads)}
+    grads_by_path = {v.path: to_numpy(g) for v, g in zip(variables, grads)}
     agent.critic.update_slow()  # the first call only counts (see load_into)
     agent.optimizer.apply(grads, variables)
     agent.critic.update_slow()  # the slow critic's move after the update
@@ -388,10 +389,10 @@ def _acting(agent, obs, ref, continuous):
         }
         carry, action = agent.policy_step(carry, step, mode="eval", noise=noise)
         dist = agent.actor(agent.world_model.feat_vector(carry))
-        results["deter"].append(np.asarray(carry["deter"]))
-        results["stoch"].append(np.asarray(carry["stoch"]))
-        results["dist"].append({k: np.asarray(v) for k, v in dist.items()})
-        results.setdefault("action", []).append(np.asarray(action))
+        results["deter"].append(to_numpy(carry["deter"]))
+        results["stoch"].append(to_numpy(carry["stoch"]))
+        results["dist"].append({k: to_numpy(v) for k, v in dist.items()})
+        results.setdefault("action", []).append(to_numpy(action))
     return results
 
 

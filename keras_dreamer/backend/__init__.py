@@ -1,6 +1,6 @@
 """The one place that asks which Keras backend runs.
 
-One module per backend (`jax`, `tensorflow`) gives the same set of names,
+One module per backend (`jax`, `tensorflow`, `torch`) gives the same set of names,
 and this package exports the running backend's, as Keras's own
 `keras.src.backend` does:
 
@@ -14,7 +14,8 @@ and this package exports the running backend's, as Keras's own
   `fit` runs, or None to read the variables) and `FIT_DETACHES_VARIABLES`;
 - processes and devices: `process_count`, `process_index`,
   `local_device_count`, `on_cpu`, `device_memory`, `wait_for_devices`,
-  `SUPPORTS_DISTRIBUTION` and what `keras_dreamer.distribute` builds on;
+  `SUPPORTS_DISTRIBUTION`, `DISTRIBUTION_LIMITS` (why not) and what
+  `keras_dreamer.distribute` builds on;
 - kernels and their speed rules: `conv2d_same`, `matmul_kernel_grad`,
   `pool_conv_on_blocks`, `block_matmul`.
 
@@ -25,7 +26,7 @@ a module here, `name()` works and every other name raises
 
 import keras
 
-SUPPORTED = ("jax", "tensorflow")
+SUPPORTED = ("jax", "tensorflow", "torch")
 
 
 def name():
@@ -42,12 +43,14 @@ if name() == "jax":
     from keras_dreamer.backend.jax import *  # noqa: F403
 elif name() == "tensorflow":
     from keras_dreamer.backend.tensorflow import *  # noqa: F403
+elif name() == "torch":
+    from keras_dreamer.backend.torch import *  # noqa: F403
 else:
 
     def __getattr__(attribute):
         if attribute.startswith("__"):
             raise AttributeError(attribute)
         raise NotImplementedError(
-            f"keras_dreamer supports the {' and '.join(SUPPORTED)} backends, "
+            f"keras_dreamer supports the {', '.join(SUPPORTED)} backends, "
             f"not {name()!r} (keras_dreamer.backend.{attribute})."
         )

@@ -23,12 +23,15 @@ NAME = "jax"
 # `keras.distribution` (data parallel, several processes) works here.
 SUPPORTS_DISTRIBUTION = True
 # Keras's `fit` detaches the variables' values while it runs.
+# Nothing: `kd.distribute` distributes on JAX.
+DISTRIBUTION_LIMITS = ""
 FIT_DETACHES_VARIABLES = True
 
 __all__ = [
     "NAME",
     "SUPPORTS_DISTRIBUTION",
     "FIT_DETACHES_VARIABLES",
+    "DISTRIBUTION_LIMITS",
     "acting_snapshot",
     "assign_local",
     "block_matmul",

@@ -17,12 +17,22 @@ from keras_dreamer.backend import common
 
 NAME = "tensorflow"
 SUPPORTS_DISTRIBUTION = False
+# Why `kd.distribute` refuses several devices or processes here.
+DISTRIBUTION_LIMITS = (
+    "On TensorFlow, Keras 3.15 applies "
+    "keras.distribution only in its JAX trainer, and its TensorFlow trainer "
+    "under tf.distribute.MirroredStrategy fails on this batch format: before "
+    "the first step it averages the replicas' first batch (MEAN reduce), "
+    "which TensorFlow cannot do for the bool is_first/is_last/is_terminal "
+    "flags (InvalidArgumentError: AddN of bool)."
+)
 FIT_DETACHES_VARIABLES = False
 
 __all__ = [
     "NAME",
     "SUPPORTS_DISTRIBUTION",
     "FIT_DETACHES_VARIABLES",
+    "DISTRIBUTION_LIMITS",
     "acting_snapshot",
     "assign_local",
     "block_matmul",

@@ -160,7 +160,8 @@ class Actor(keras.layers.Layer):
         if self.discrete:
             return ops.stop_gradient(kdops.sample_onehot(dist["logits"], noise))
         noise = ops.cast(noise, "float32")
-        return ops.stop_gradient(dist["mean"] + dist["std"] * noise)
+        sample = ops.add(dist["mean"], ops.multiply(dist["std"], noise))
+        return ops.stop_gradient(sample)
 
     def mode(self, dist):
         """The most likely action: the argmax one-hot or the mean."""

@@ -37,9 +37,9 @@ class Critic(MLPHead):
         >>> import keras_dreamer as kd
         >>> critic = kd.layers.Critic(units=8, layers=1, bins=5)
         >>> feat = np.ones((2, 6), "float32")
-        >>> np.asarray(critic.value(critic(feat))).tolist()
+        >>> ops.convert_to_numpy(critic.value(critic(feat))).tolist()
         [0.0, 0.0]
-        >>> np.asarray(critic.slow_value(feat)).tolist()
+        >>> ops.convert_to_numpy(critic.slow_value(feat)).tolist()
         [0.0, 0.0]
     """
 

@@ -29,7 +29,7 @@ class MLPHead(keras.layers.Layer):
     Examples:
         >>> import numpy as np
         >>> head = MLPHead(3, units=8, layers=2, outscale=0.0)
-        >>> np.asarray(head(np.ones((1, 5), "float32"))).tolist()
+        >>> ops.convert_to_numpy(head(np.ones((1, 5), "float32"))).tolist()
         [[0.0, 0.0, 0.0]]
     """
 
@@ -99,7 +99,7 @@ class RewardHead(MLPHead):
         >>> import numpy as np
         >>> head = RewardHead(units=8, bins=5)
         >>> logits = head(np.ones((2, 6), "float32"))
-        >>> np.asarray(head.predict_value(logits)).tolist()
+        >>> ops.convert_to_numpy(head.predict_value(logits)).tolist()
         [0.0, 0.0]
     """
 

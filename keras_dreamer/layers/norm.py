@@ -18,7 +18,7 @@ class RMSNorm(keras.layers.Layer):
     Examples:
         >>> import numpy as np
         >>> y = RMSNorm()(np.array([[3.0, -3.0]], "float32"))
-        >>> np.round(np.asarray(y), 3).tolist()
+        >>> np.round(ops.convert_to_numpy(y), 3).tolist()
         [[1.0, -1.0]]
     """
 

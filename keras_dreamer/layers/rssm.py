@@ -197,6 +197,8 @@ class RSSM(keras.layers.Layer):
     def core(self, deter, stoch, action):
         """The block-GRU step: `h_t` from `h_{t-1}`, `z_{t-1}`, `a_{t-1}`."""
         groups, chunk = self.blocks, self.deter // self.blocks
+        deter = ops.convert_to_tensor(deter)  # numpy operands fail on torch
+        action = ops.convert_to_tensor(action)
         stoch = ops.reshape(stoch, (-1, self.stoch * self.classes))
         action = action / ops.stop_gradient(ops.maximum(1.0, ops.abs(action)))
         x = ops.concatenate(
@@ -415,6 +417,8 @@ class RSSM(keras.layers.Layer):
             (prior) and `rep_ent` (posterior), each `[B, T]`.
         """
         sg = ops.stop_gradient
+        post_logit = ops.convert_to_tensor(post_logit)
+        prior_logit = ops.convert_to_tensor(prior_logit)
         dyn = ops.sum(kdops.categorical_kl(sg(post_logit), prior_logit), -1)
         rep = ops.sum(kdops.categorical_kl(post_logit, sg(prior_logit)), -1)
         if free_nats:

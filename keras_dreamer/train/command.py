@@ -16,7 +16,7 @@ import traceback
 from keras_dreamer.train import quiet
 from keras_dreamer.train import signals
 
-BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow"}
+BACKEND_PACKAGES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 GIN_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs"
 )
