@@ -407,9 +407,7 @@ def test_misspelled_or_negative_agent_loss_scales_are_refused():
 
 
 def test_agent_adopts_the_world_models_overrides():
-    wm = kd.WorldModel(
-        {"image": SMALL_IMAGE}, kd.Discrete(3), deter=32, **SMALL_AGENT
-    )
+    wm = kd.WorldModel({"image": SMALL_IMAGE}, kd.Discrete(3), deter=32, **SMALL_AGENT)
     assert wm.overrides == {"deter": 32, "mults": (4, 4)}
     wm.overrides["deter"] = 64  # a copy: the model's config stays
     assert wm.overrides["deter"] == 32
