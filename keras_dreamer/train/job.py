@@ -351,7 +351,13 @@ def _writers(
         ),
         log_every=log_every,
         report_every=report_every,
-        report_data=(lambda: replay.sample(report_batch, report_length))
+        # With replay context, a report sequence has its context step first
+        # (as the reference's): `report_length` steps are shown after it.
+        report_data=(
+            lambda: replay.sample(
+                report_batch, report_length + collector.replay_context
+            )
+        )
         if report_every
         else None,
         train_data=collector,
