@@ -1,4 +1,6 @@
-"""What every backend module shares: mode switches and once-per-process logs.
+"""What every backend module shares: mode switches, once-per-process logs,
+and the process and device functions of a backend that runs one process on
+one device (TensorFlow, PyTorch).
 
 The environment variables that switch a run-time choice
 (`KERAS_DREAMER_CONV_GRAD`, `KERAS_DREAMER_XLA_OPTIONS`) are read here, on
@@ -122,3 +124,73 @@ def log_pool_rule(backend, on_cpu, rule):
         "CPU" if on_cpu else "accelerator",
         rule,
     )
+
+
+def value_device_count(value):
+    """Always 1: values live on one device.
+
+    Args:
+        value: a tensor.
+
+    Examples:
+        >>> value_device_count([0.0, 0.0])
+        1
+    """
+    return 1
+
+
+def local_values(values):
+    """The values as they are (they live on one device).
+
+    Args:
+        values: a list of tensors.
+
+    Examples:
+        >>> import numpy as np
+        >>> local_values([np.zeros(2)])[0].tolist()
+        [0.0, 0.0]
+    """
+    return list(values)
+
+
+def assign_local(variable, value):
+    """`variable.assign(value)`.
+
+    Args:
+        variable: a Keras variable.
+        value: its new value.
+
+    Examples:
+        >>> import keras
+        >>> variable = keras.Variable(0.0)
+        >>> assign_local(variable, 1.0)
+        >>> float(variable.value)
+        1.0
+    """
+    variable.assign(value)
+
+
+def broadcast_one_to_all(tree):
+    """The tree itself: there is one process.
+
+    Args:
+        tree: a nested structure of numpy arrays.
+
+    Examples:
+        >>> broadcast_one_to_all({"step": 8})["step"]
+        8
+    """
+    return tree
+
+
+def process_allgather(value):
+    """`[value]`: there is one process (stacked, as JAX's is).
+
+    Args:
+        value: a numpy array.
+
+    Examples:
+        >>> process_allgather(3)
+        [3]
+    """
+    return [value]

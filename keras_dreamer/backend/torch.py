@@ -14,6 +14,11 @@ import torch
 from keras import ops
 
 from keras_dreamer.backend import common
+from keras_dreamer.backend.common import assign_local  # noqa: F401 -- one process
+from keras_dreamer.backend.common import broadcast_one_to_all  # noqa: F401 -- one process
+from keras_dreamer.backend.common import local_values  # noqa: F401 -- one process
+from keras_dreamer.backend.common import process_allgather  # noqa: F401 -- one process
+from keras_dreamer.backend.common import value_device_count  # noqa: F401 -- one process
 
 NAME = "torch"
 SUPPORTS_DISTRIBUTION = False
@@ -153,75 +158,6 @@ def distribution_set(model):
         False
     """
     return keras.distribution.distribution() is not None
-
-
-def value_device_count(value):
-    """Always 1: values live on one device.
-
-    Args:
-        value: a tensor.
-
-    Examples:
-        >>> value_device_count(torch.zeros(2))
-        1
-    """
-    return 1
-
-
-def local_values(values):
-    """The values as they are (they live on one device).
-
-    Args:
-        values: a list of tensors.
-
-    Examples:
-        >>> import numpy as np
-        >>> local_values([np.zeros(2)])[0].tolist()
-        [0.0, 0.0]
-    """
-    return list(values)
-
-
-def assign_local(variable, value):
-    """`variable.assign(value)`.
-
-    Args:
-        variable: a Keras variable.
-        value: its new value.
-
-    Examples:
-        >>> variable = keras.Variable(0.0)
-        >>> assign_local(variable, 1.0)
-        >>> float(variable.value)
-        1.0
-    """
-    variable.assign(value)
-
-
-def broadcast_one_to_all(tree):
-    """The tree itself: there is one process.
-
-    Args:
-        tree: a nested structure of numpy arrays.
-
-    Examples:
-        >>> broadcast_one_to_all({"step": 8})["step"]
-        8
-    """
-    return tree
-
-
-def process_allgather(value):
-    """`[value]`: there is one process (stacked, as JAX's is).
-
-    Args:
-        value: a numpy array.
-
-    Examples:
-        >>> process_allgather(3)
-        [3]
-    """
-    return [value]
 
 
 def device_memory():
