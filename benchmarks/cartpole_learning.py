@@ -24,6 +24,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import wait_or_stop  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOLVED = 475.0
 
@@ -59,18 +62,7 @@ def run(args):
         # A shell's background job ignores SIGINT, and so would the command.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    try:
-        process.wait(timeout=args.minutes * 60)
-    except subprocess.TimeoutExpired:
-        # Ctrl-C first (the command keeps its last checkpoint), then harder;
-        # the curve is read from the logdir, written at every log step.
-        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            process.send_signal(stop)
-            try:
-                process.wait(timeout=30)
-                break
-            except subprocess.TimeoutExpired:
-                print(f"train did not stop on {stop.name} within 30 s")
+    wait_or_stop(process, args.minutes * 60)
     return process.returncode, time.time() - start
 
 

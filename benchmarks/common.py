@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -58,3 +59,18 @@ def cpu_model():
     except OSError:
         pass
     return ""
+
+
+def wait_or_stop(process, seconds):
+    """Waits up to `seconds` for `process`, then stops it: Ctrl-C first (the
+    training command saves and exits cleanly), then SIGTERM, then SIGKILL."""
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            process.send_signal(stop)
+            try:
+                process.wait(timeout=30)
+                return
+            except subprocess.TimeoutExpired:
+                print(f"the process did not stop on {stop.name} within 30 s")

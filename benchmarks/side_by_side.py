@@ -40,29 +40,31 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import cpu_model  # noqa: E402
+from common import wait_or_stop  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIDES = ("ours", "reference")
 
-# Settings both sides share, per task. Env steps and update counts follow
-# from them as in both implementations: updates = env steps x train_ratio /
-# (batch_size x batch_length).
+# Settings both sides share (a task may override them). Env steps and update
+# counts follow from them as in both implementations: updates = env steps x
+# train_ratio / (batch_size x batch_length).
+SETTINGS = {
+    "size": "size1m",
+    "batch_size": 16,
+    "batch_length": 64,
+    "train_ratio": 64,
+    "learning_rate": 1e-4,
+    "warmup": 100,
+    "replay_context": 1,
+    "envs": 1,
+    "env_steps": 40_000,
+}
 TASKS = {
     "cartpole": {
         "ours_env": "gym:CartPole-v1",
         "reference_task": "gymnasium_CartPole-v1",
         "reference_configs": [],
-        "settings": {
-            "size": "size1m",
-            "batch_size": 16,
-            "batch_length": 64,
-            "train_ratio": 64,
-            "learning_rate": 1e-4,
-            "warmup": 100,
-            "replay_context": 1,
-            "envs": 1,
-            "env_steps": 40_000,
-        },
+        "settings": SETTINGS,
         "solved": 475.0,
         "published": None,
     },
@@ -71,17 +73,7 @@ TASKS = {
         "ours_gin": ["make_env.image = False", "make_env.proprio = True"],
         "reference_task": "dmc_cartpole_swingup",
         "reference_configs": ["dmc_proprio"],
-        "settings": {
-            "size": "size1m",
-            "batch_size": 16,
-            "batch_length": 64,
-            "train_ratio": 64,
-            "learning_rate": 1e-4,
-            "warmup": 100,
-            "replay_context": 1,
-            "envs": 1,
-            "env_steps": 40_000,
-        },
+        "settings": SETTINGS,
         "solved": None,
         "published": ("dmc_proprio-dreamerv3.json.gz", "dmc_cartpole_swingup"),
     },
@@ -253,16 +245,7 @@ def run_one(command, logdir, minutes, env):
             stderr=subprocess.STDOUT,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
-        try:
-            process.wait(timeout=minutes * 60)
-        except subprocess.TimeoutExpired:
-            for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-                process.send_signal(stop)
-                try:
-                    process.wait(timeout=30)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
+        wait_or_stop(process, minutes * 60)
     seconds = time.time() - start
     with open(os.path.join(logdir, "run.json"), "w") as file:
         json.dump(
