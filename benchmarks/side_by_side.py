@@ -62,6 +62,7 @@ SETTINGS = {
 TASKS = {
     "cartpole": {
         "ours_env": "gym:CartPole-v1",
+        "ours_gin_file": "cartpole.gin",
         "reference_task": "gymnasium_CartPole-v1",
         "reference_configs": [],
         "settings": SETTINGS,
@@ -70,6 +71,7 @@ TASKS = {
     },
     "cartpole_swingup": {
         "ours_env": "dmc:cartpole_swingup",
+        "ours_gin_file": "dmc_proprio.gin",
         "ours_gin": ["make_env.image = False", "make_env.proprio = True"],
         "reference_task": "dmc_cartpole_swingup",
         "reference_configs": ["dmc_proprio"],
@@ -168,12 +170,14 @@ def settings(task, overrides):
     return values
 
 
+LOG_EVERY = 50  # updates per log line and per `fit` epoch on our side
+
+
 def updates(values):
-    return int(
-        values["env_steps"]
-        * values["train_ratio"]
-        / (values["batch_size"] * values["batch_length"])
-    )
+    """Updates for the env steps, rounded up to whole log windows."""
+    count = values["env_steps"] * values["train_ratio"]
+    count /= values["batch_size"] * values["batch_length"]
+    return -(-int(count) // LOG_EVERY) * LOG_EVERY
 
 
 def ours_command(task, values, seed, logdir):
@@ -190,12 +194,14 @@ def ours_command(task, values, seed, logdir):
         f"train.train_ratio = {values['train_ratio']}",
         f"train.replay_context = {values['replay_context']}",
         f"train.envs = {values['envs']}",
-        "train.log_every = 50",
+        f"train.log_every = {LOG_EVERY}",
+        f"train.steps_per_epoch = {LOG_EVERY}",
         "train.report_every = 1000000",
         "train.save_every = 1000",
         "train.verbose = 'lines'",
     ]
     command = [sys.executable, "-m", "keras_dreamer.train", "--logdir", logdir]
+    command += ["--gin_file", TASKS[task]["ours_gin_file"]]
     for binding in gin:
         command += ["--gin_param", binding]
     return command
