@@ -202,13 +202,25 @@ class DreamerTraining:
         'LaProp'
     """
 
-    def compile(self, optimizer=None, **kwargs):
+    def compile(self, optimizer=None, jit_compile="auto", **kwargs):
         """`keras.Model.compile` with `LaProp()` as the default optimizer."""
         from keras_dreamer.optimizers import LaProp
 
+        self._asked_jit_compile = jit_compile
         super().compile(
-            optimizer=LaProp() if optimizer is None else optimizer, **kwargs
+            optimizer=LaProp() if optimizer is None else optimizer,
+            jit_compile=jit_compile,
+            **kwargs,
         )
+
+    def get_compile_config(self):
+        # Keras saves `jit_compile` as resolved on this backend (True on JAX),
+        # so a file saved here would force compilation on another backend
+        # (torch.compile on PyTorch: many minutes); save what was asked.
+        config = super().get_compile_config()
+        if config and "jit_compile" in config:
+            config = {**config, "jit_compile": self._asked_jit_compile}
+        return config
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; ours only adds

@@ -82,6 +82,9 @@ def test_a_keras_file_moves_to_another_backend_and_back(other, tmp_path):
     agent = kd.Agent({"image": SMALL_IMAGE}, kd.Discrete(3), **SMALL_AGENT)
     agent.compile()
     agent.train_on_batch(train_batch(0))
+    # Saved as asked ("auto"), not as resolved here: another backend resolves
+    # it itself (a JAX file forcing torch.compile took many minutes).
+    assert agent.get_compile_config()["jit_compile"] == "auto"
     saved = tmp_path / "here.keras"
     agent.save(saved)
     files = [tmp_path / name for name in ("there.npz", "there.keras", "after.npz")]

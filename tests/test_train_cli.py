@@ -413,22 +413,14 @@ def test_missing_backend_names_the_extra(tmp_path):
 
 
 @pytest.mark.backend_independent
-def test_usage_errors_exit_2():
+def test_usage_errors_exit_2(tmp_path):
     result = run([sys.executable, "-m", "keras_dreamer.cli", "train"])
     assert result.returncode == 2 and "--logdir" in result.stderr
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "keras_dreamer.cli",
-            "train",
-            "--logdir",
-            "x",
-            "--backend",
-            "torch",
-        ]
-    )
+    command = [sys.executable, "-m", "keras_dreamer.cli", "train"]
+    command += ["--logdir", str(tmp_path / "run"), "--backend", "mxnet"]
+    result = run(command)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.backend_independent
