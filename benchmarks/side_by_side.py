@@ -22,7 +22,7 @@ min-max band, per side) and prints a markdown table.
 Tasks: `cartpole` (Gymnasium CartPole-v1 from its 4-float state, Discrete(2);
 solved at 475) and `cartpole_swingup` (dm_control from proprioception, the
 reference's `dmc` env settings; its published `dmc_proprio` curve is drawn
-for orientation). `--env-steps` and `--set KEY=VALUE` (a shared setting)
+for orientation when `plot` gets `--reference-src`). `--env-steps` and `--set KEY=VALUE` (a shared setting)
 override a task's settings for both sides at once; `--dry-run` prints the
 commands. Record results with the CPU model in benchmarks/RESULTS.md.
 """
@@ -158,15 +158,17 @@ reference_main.main(args["argv"])
 """
 
 
-def settings(task, overrides):
-    """The task's shared settings with `--set`/`--env-steps` applied."""
-    values = dict(TASKS[task]["settings"])
-    for key, value in overrides.items():
+def settings(args):
+    """The task's shared settings with `--set` and `--env-steps` applied."""
+    values = dict(TASKS[args.task]["settings"])
+    for key, value in args.set:
         if key not in values:
             raise SystemExit(
                 f"--set {key}: unknown setting (expected one of {sorted(values)})"
             )
         values[key] = type(values[key])(float(value)) if key != "size" else value
+    if args.env_steps:
+        values["env_steps"] = args.env_steps
     return values
 
 
@@ -262,9 +264,7 @@ def run_one(command, logdir, minutes, env):
 
 
 def run(args):
-    values = settings(args.task, dict(args.set))
-    if args.env_steps:
-        values["env_steps"] = args.env_steps
+    values = settings(args)
     jobs = []
     for seed in args.seeds:
         for side in args.sides:
@@ -337,16 +337,13 @@ def binned(points, edges):
     return means
 
 
-def published(task, edges):
+def published(task, edges, reference_src):
+    """The reference's published median curve up to the last edge, or None."""
     entry = TASKS[task]["published"]
-    path = (
-        os.path.join(
-            os.environ.get("REFERENCE_SRC", "/tmp/dreamerv3"), "scores", entry[0]
-        )
-        if entry
-        else None
-    )
-    if not path or not os.path.exists(path):
+    if not entry or not reference_src:
+        return None
+    path = os.path.join(reference_src, "scores", entry[0])
+    if not os.path.exists(path):
         return None
     runs = [r for r in json.load(gzip.open(path)) if r["task"] == entry[1]]
     xs, ys = [], []
@@ -360,24 +357,26 @@ def published(task, edges):
 
 
 def plot(args):
-    values = settings(args.task, dict(args.set))
-    if args.env_steps:
-        values["env_steps"] = args.env_steps
+    values = settings(args)
     edges = [values["env_steps"] * i / args.bins for i in range(args.bins + 1)]
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    curves = {}
+    seeds, per_bin = {}, {}  # per side: its seeds, and each bin's seed scores
     for side in SIDES:
         folder = os.path.join(args.root, args.task, side)
-        seeds = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        curves[side] = {
-            seed: binned(episodes(side, os.path.join(folder, seed)), edges)
-            for seed in seeds
-        }
+        seeds[side] = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        curves = [
+            binned(episodes(side, os.path.join(folder, seed)), edges)
+            for seed in seeds[side]
+        ]
+        per_bin[side] = [
+            [curve[i] for curve in curves if curve[i] is not None]
+            for i in range(len(centers))
+        ]
     rows = []
     for i, center in enumerate(centers):
         row = [f"{center:,.0f}"]
         for side in SIDES:
-            scores = [c[i] for c in curves[side].values() if c[i] is not None]
+            scores = per_bin[side][i]
             if scores:
                 row.append(
                     f"{statistics.median(scores):.0f} [{min(scores):.0f}, {max(scores):.0f}] (n={len(scores)})"
@@ -400,28 +399,25 @@ def plot(args):
 
         figure, axis = plt.subplots(figsize=(6, 4))
         for side, color in zip(SIDES, ("tab:blue", "tab:orange")):
-            per_bin = [
-                [c[i] for c in curves[side].values() if c[i] is not None]
-                for i in range(len(centers))
-            ]
-            xs = [x for x, s in zip(centers, per_bin) if s]
-            if not xs:
+            filled = [(x, s) for x, s in zip(centers, per_bin[side]) if s]
+            if not filled:
                 continue
+            xs = [x for x, _ in filled]
             label = "keras-dreamer" if side == "ours" else "reference DreamerV3"
             axis.plot(
                 xs,
-                [statistics.median(s) for s in per_bin if s],
+                [statistics.median(s) for _, s in filled],
                 color=color,
-                label=f"{label} (median of {len(curves[side])})",
+                label=f"{label} (median of {len(seeds[side])})",
             )
             axis.fill_between(
                 xs,
-                [min(s) for s in per_bin if s],
-                [max(s) for s in per_bin if s],
+                [min(s) for _, s in filled],
+                [max(s) for _, s in filled],
                 color=color,
                 alpha=0.2,
             )
-        reference_curve = published(args.task, edges)
+        reference_curve = published(args.task, edges, args.reference_src)
         if reference_curve:
             axis.plot(
                 *reference_curve,
@@ -453,6 +449,7 @@ def main(argv=None):
         sub.add_argument("--task", choices=sorted(TASKS), required=True)
         sub.add_argument("--root", default="runs/side_by_side")
         sub.add_argument("--env-steps", type=int, default=None)
+        sub.add_argument("--reference-src", help="the reference's checkout")
         sub.add_argument(
             "--set",
             type=lambda s: s.split("=", 1),
@@ -463,7 +460,6 @@ def main(argv=None):
     run_parser = commands.choices["run"]
     run_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run_parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    run_parser.add_argument("--reference-src")
     run_parser.add_argument("--reference-python")
     run_parser.add_argument("--parallel", type=int, default=1)
     run_parser.add_argument(
