@@ -209,6 +209,7 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.trained_posteriors = posteriors.TrainedPosteriors()
         self.acting_weights = ActingWeights(self)
         self._policy = None
+        self._imagine_step = None
 
     # ------------------------------------------------------------ training
 
@@ -410,15 +411,10 @@ class Agent(fitting.DreamerTraining, keras.Model):
                 ),
             }
 
-        def step(carry, x):
-            dist = actor(self.world_model.feat_vector(carry))
-            action = actor.sample(dist, x["action"])
-            carry, _ = rssm.img_step(carry, actor.to_env(action), noise=x["latent"])
-            carry = {k: ops.stop_gradient(v) for k, v in carry.items()}
-            return carry, {**carry, "action": action}
-
+        if self._imagine_step is None:
+            self._imagine_step = backend.gradient_free_step(self._imagination_step)
         start = {k: ops.cast(v, rssm.compute_dtype) for k, v in start.items()}
-        _, ys = backend.scan(step, start, noise)
+        _, ys = backend.scan(self._imagine_step, start, noise)
         traj = {
             k: ops.concatenate(
                 [ops.expand_dims(start[k], 1), ops.swapaxes(ys[k], 0, 1)], 1
@@ -427,6 +423,16 @@ class Agent(fitting.DreamerTraining, keras.Model):
         }
         traj["action"] = ops.swapaxes(ys["action"], 0, 1)
         return traj
+
+    def _imagination_step(self, carry, x):
+        actor = self.actor
+        dist = actor(self.world_model.feat_vector(carry))
+        action = actor.sample(dist, x["action"])
+        carry, _ = self.world_model.rssm.img_step(
+            carry, actor.to_env(action), noise=x["latent"]
+        )
+        carry = {k: ops.stop_gradient(v) for k, v in carry.items()}
+        return carry, {**carry, "action": action}
 
     def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """`keras.Model.fit`, checking the data first and keeping the policy fresh.

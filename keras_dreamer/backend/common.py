@@ -14,6 +14,8 @@ CONV_GRAD_ENV = "KERAS_DREAMER_CONV_GRAD"
 CONV_GRAD_MODES = ("auto", "xla", "matmul")
 OPTIONS_ENV = "KERAS_DREAMER_XLA_OPTIONS"
 OPTIONS_MODES = ("auto", "off")
+STEP_COMPILE_ENV = "KERAS_DREAMER_STEP_COMPILE"
+STEP_COMPILE_MODES = ("auto", "off")
 _logger = logging.getLogger("keras_dreamer")
 _logged = set()
 
@@ -82,6 +84,40 @@ def compiler_options_mode():
         True
     """
     return env_mode(OPTIONS_ENV, OPTIONS_MODES)
+
+
+def step_compile_mode():
+    """Whether a backend that runs eagerly may compile the gradient-free loop
+    bodies (`gradient_free_step`): the `KERAS_DREAMER_STEP_COMPILE`
+    environment variable, `"auto"` when unset.
+
+    Returns:
+        One of `STEP_COMPILE_MODES` (`"off"` keeps them eager).
+
+    Raises:
+        ValueError: the variable holds another value.
+
+    Examples:
+        >>> step_compile_mode() in STEP_COMPILE_MODES
+        True
+    """
+    return env_mode(STEP_COMPILE_ENV, STEP_COMPILE_MODES)
+
+
+def gradient_free_step(fn):
+    """`fn` itself: on a backend that compiles the whole train step, a loop
+    body inside it needs nothing more.
+
+    Args:
+        fn: a loop body `fn(carry, x) -> (carry, y)` whose outputs need no
+            gradient.
+
+    Examples:
+        >>> step = gradient_free_step(lambda carry, x: (carry + x, x))
+        >>> step(1.0, 2.0)
+        (3.0, 2.0)
+    """
+    return fn
 
 
 def log_once(key, message, *args):

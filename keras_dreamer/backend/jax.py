@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_dreamer.backend import common
 from keras_dreamer.backend import jax_conv
+from keras_dreamer.backend.common import gradient_free_step  # noqa: F401 -- compiled whole
 from keras_dreamer.backend.jax_compiler import jax_compiler_options
 from keras_dreamer.backend.jax_compiler import jit
 from keras_dreamer.backend.jax_compiler import keras_jit_options
@@ -41,6 +42,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "gradient_free_step",
     "wait_for_devices",
     "distributed_initialized",
     "distribution_set",

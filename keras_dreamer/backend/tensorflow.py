@@ -16,6 +16,7 @@ from keras import ops
 from keras_dreamer.backend import common
 from keras_dreamer.backend.common import assign_local  # noqa: F401 -- one process
 from keras_dreamer.backend.common import broadcast_one_to_all  # noqa: F401 -- one process
+from keras_dreamer.backend.common import gradient_free_step  # noqa: F401 -- compiled whole
 from keras_dreamer.backend.common import local_values  # noqa: F401 -- one process
 from keras_dreamer.backend.common import process_allgather  # noqa: F401 -- one process
 from keras_dreamer.backend.common import value_device_count  # noqa: F401 -- one process
@@ -47,6 +48,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "gradient_free_step",
     "wait_for_devices",
     "distributed_initialized",
     "distribution_set",

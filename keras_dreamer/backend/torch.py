@@ -44,6 +44,7 @@ __all__ = [
     "compiler_options",
     "conv2d_same",
     "device_memory",
+    "gradient_free_step",
     "wait_for_devices",
     "distributed_initialized",
     "distribution_set",
@@ -243,6 +244,56 @@ def _no_grad(fn):
     def call(*args):
         with torch.no_grad():
             return fn(*args)
+
+    return call
+
+
+# Below this many rows (e.g. imagination's start states) compiling costs more
+# than it saves in a run of a few hundred updates; see docs/backends.md.
+_STEP_COMPILE_MIN_ROWS = 256
+
+
+def gradient_free_step(fn):
+    """A loop body run without recording gradients, compiled with
+    `torch.compile` once its carry has many rows.
+
+    Keras runs a torch train step eagerly, one small operation at a time;
+    a loop body called many times per step (imagination) spends most of its
+    time dispatching them. From `_STEP_COMPILE_MIN_ROWS` rows in the carry's
+    first tensor the body is compiled (once per shape; the first call takes
+    seconds); smaller carries, and `KERAS_DREAMER_STEP_COMPILE=off`, run it
+    eagerly.
+
+    Args:
+        fn: a loop body `fn(carry, x) -> (carry, y)` whose outputs need no
+            gradient.
+
+    Examples:
+        >>> import numpy as np
+        >>> step = gradient_free_step(lambda carry, x: (carry + x, x))
+        >>> carry, _ = step(np.zeros(2, "float32"), np.ones(2, "float32"))
+        >>> ops.convert_to_numpy(carry).tolist()
+        [1.0, 1.0]
+    """
+    compiled = []
+
+    def call(carry, x):
+        first = keras.tree.flatten(carry)[0]
+        rows = first.shape[0] if len(getattr(first, "shape", ())) else 0
+        run = fn
+        if rows >= _STEP_COMPILE_MIN_ROWS and common.step_compile_mode() == "auto":
+            if not compiled:
+                common.log_once(
+                    "step_compile",
+                    "keras_dreamer: torch: loop bodies over >= %d rows "
+                    "(imagination) run compiled by torch.compile "
+                    "(KERAS_DREAMER_STEP_COMPILE=off keeps them eager).",
+                    _STEP_COMPILE_MIN_ROWS,
+                )
+                compiled.append(torch.compile(fn, dynamic=False))
+            run = compiled[0]
+        with torch.no_grad():
+            return run(carry, x)
 
     return call
 
