@@ -38,14 +38,14 @@ from common import load_average  # noqa: E402
 from common import run_worker  # noqa: E402
 
 WORKER = r"""
-import json, os, statistics, sys, time
+import json, os, sys, time
 sys.path.insert(0, os.environ["KD_ROOT"])
 sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
 import keras
 from keras import ops
 import keras_dreamer as kd
-from worker_utils import BatchEndTimes, Repeat, synthetic_batch
+from worker_utils import BatchEndTimes, Repeat, synthetic_batch, timed
 
 args = json.loads(sys.argv[1])
 backend = keras.backend.backend()
@@ -91,17 +91,6 @@ components = {  # name: (variables to differentiate, or None for forward only; f
     "imagine": (None, imagine),
     "actor_critic": (heads, actor_critic_loss),
 }
-
-def timed(run, reps):
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 if backend == "jax":
     import jax

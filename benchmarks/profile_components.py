@@ -61,7 +61,7 @@ CONFIGS = {
 }
 
 WORKER = r"""
-import json, os, statistics, sys, time
+import json, os, sys, time
 sys.path.insert(0, os.environ["KD_ROOT"])
 sys.path.insert(0, os.path.join(os.environ["KD_ROOT"], "benchmarks"))
 import numpy as np
@@ -69,7 +69,7 @@ import keras
 from keras import ops
 import keras_dreamer as kd
 from flops import matmul_ceiling
-from worker_utils import BatchEndTimes, Repeat, synthetic_batch
+from worker_utils import BatchEndTimes, Repeat, synthetic_batch, timed
 
 args = json.loads(sys.argv[1])
 backend = keras.backend.backend()
@@ -138,17 +138,6 @@ components = {
 only = args.get("components")
 if only:
     components = {k: v for k, v in components.items() if k in only}
-
-def timed(run, reps):
-    start = time.perf_counter()
-    run()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
 
 results = {}
 if backend == "jax":

@@ -3,6 +3,7 @@
 A worker runs on the backend its parent chose, with this folder on `sys.path`.
 """
 
+import statistics
 import time
 
 import keras
@@ -24,6 +25,19 @@ def synthetic_batch(batch_size, length, seed=0, size=64, actions=18):
     }
     batch["is_first"][:, 0] = True
     return batch
+
+
+def timed(run, reps):
+    """Seconds of the first call of `run` and the median of `reps` more."""
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
 
 
 class Repeat(keras.utils.PyDataset):

@@ -285,7 +285,7 @@ def gradient_free_step(fn):
             if not compiled:
                 common.log_once(
                     "step_compile",
-                    "keras_dreamer: torch: loop bodies over >= %d rows "
+                    "torch: loop bodies over >= %d rows "
                     "(imagination) run compiled by torch.compile "
                     "(KERAS_DREAMER_STEP_COMPILE=off keeps them eager).",
                     _STEP_COMPILE_MIN_ROWS,
