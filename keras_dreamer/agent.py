@@ -209,7 +209,9 @@ class Agent(fitting.DreamerTraining, keras.Model):
         self.trained_posteriors = posteriors.TrainedPosteriors()
         self.acting_weights = ActingWeights(self)
         self._policy = None
-        self._imagine_step = None
+        # Imagination's loop body, as the backend runs it best (compiled on
+        # an eager backend, see `backend.gradient_free_step`).
+        self._imagine_step = backend.gradient_free_step(self._imagination_step)
 
     # ------------------------------------------------------------ training
 
@@ -411,10 +413,10 @@ class Agent(fitting.DreamerTraining, keras.Model):
                 ),
             }
 
-        if self._imagine_step is None:
-            self._imagine_step = backend.gradient_free_step(self._imagination_step)
         start = {k: ops.cast(v, rssm.compute_dtype) for k, v in start.items()}
-        _, ys = backend.scan(self._imagine_step, start, noise)
+        # A fresh function per call: JAX caches a traced loop body by the
+        # function's identity, and this one reads the (traced) weights.
+        _, ys = backend.scan(lambda c, x: self._imagine_step(c, x), start, noise)
         traj = {
             k: ops.concatenate(
                 [ops.expand_dims(start[k], 1), ops.swapaxes(ys[k], 0, 1)], 1
