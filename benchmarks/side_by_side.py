@@ -17,7 +17,7 @@ min-max band, per side) and prints a markdown table.
         --root runs/side_by_side --reference-src /tmp/dreamerv3 \\
         --reference-python /tmp/refenv/bin/python --parallel 2
     python benchmarks/side_by_side.py plot --task cartpole \\
-        --root runs/side_by_side --out docs/assets/side_by_side_cartpole.png
+        --root runs/side_by_side --out docs/images/side_by_side_cartpole.png
 
 Tasks: `cartpole` (Gymnasium CartPole-v1 from its 4-float state, Discrete(2);
 solved at 475) and `cartpole_swingup` (dm_control from proprioception, the
