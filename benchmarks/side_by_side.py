@@ -18,6 +18,10 @@ min-max band, per side) and prints a markdown table.
         --reference-python /tmp/refenv/bin/python --parallel 2
     python benchmarks/side_by_side.py plot --task cartpole \\
         --root runs/side_by_side --out docs/images/side_by_side_cartpole.png
+    # dm_control cartpole_swingup from state, at the budget in RESULTS.md:
+    python benchmarks/side_by_side.py run --task cartpole_swingup --seeds 0 1 2 \\
+        --env-steps 12000 --set train_ratio=128 --root runs/side_by_side \\
+        --reference-src /tmp/dreamerv3 --reference-python /tmp/refenv/bin/python
 
 Tasks: `cartpole` (Gymnasium CartPole-v1 from its 4-float state, Discrete(2);
 solved at 475) and `cartpole_swingup` (dm_control from proprioception, the
@@ -423,6 +427,7 @@ def plot(args):
                 *reference_curve,
                 color="gray",
                 linestyle="--",
+                marker="o",
                 label="reference, published (size1m, ratio 1024)",
             )
         if TASKS[args.task]["solved"]:
